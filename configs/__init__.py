@@ -1,0 +1,1 @@
+"""Experiment configs: one module per experiment family, each with get_config()."""

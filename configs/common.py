@@ -1,0 +1,57 @@
+"""Fields every experiment shares, with the paper's defaults (DESIGN.md)."""
+
+import ml_collections
+
+
+def powers_of_two(low: int, high: int, step: float = 1.0) -> tuple:
+    """2**low, ..., 2**high; step 0.5 gives the sqrt(2) grid the paper uses for the LSTM."""
+    count = int(round((high - low) / step)) + 1
+    return tuple(float(2.0 ** (low + i * step)) for i in range(count))
+
+
+def base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.name = ""
+    config.description = ""
+    config.cost = ""
+    config.data = ml_collections.ConfigDict({"name": ""})
+    config.model = ml_collections.ConfigDict({"name": ""})
+    config.l2 = 0.0  # coefficient of 0.5 * l2 * sum(w^2)
+    config.l2_scope = "kernels"  # "kernels" or "all" (models/regularization.py)
+
+    # The budget: "epochs" (steps = epochs * N / B, the constant epoch budget),
+    # "steps" (the same number of steps at every B: the constant step budget).
+    # A variable epoch budget sweeps sweep.epoch_budgets at one batch size.
+    config.budget = ml_collections.ConfigDict({"kind": "epochs", "epochs": 0.0, "steps": 0})
+    config.schedule = ml_collections.ConfigDict({"decay_factor": 2.0, "warmup_steps": 0})
+
+    config.sweep = ml_collections.ConfigDict()
+    config.sweep.optimizers = ("sgd", "momentum")
+    config.sweep.momentum = 0.9
+    config.sweep.batch_sizes = (64,)
+    config.sweep.effective_lrs = powers_of_two(-6, 0)
+    config.sweep.seeds = (0, 1, 2)
+    config.sweep.epoch_budgets = ()  # non-empty: a variable epoch budget sweep
+    config.sweep.pack_size = 0  # members per pack; 0 = every lr and seed of one (opt, B)
+
+    config.train = ml_collections.ConfigDict()
+    config.train.steps_per_call = 128  # steps per compiled call (amortises dispatch)
+    config.train.divergence_loss = 1e3  # a member whose training loss exceeds this diverged
+    config.train.clip_grad_norm = 0.0  # 0 = no clipping
+    config.train.eval_batch_size = 1024
+    config.train.jit_compile = "auto"  # True / False / "auto" (off on CPU; TPU always XLA)
+    config.train.log_every_steps = 0  # TensorBoard scalars every chunk when 0
+
+    config.strategy = "auto"  # auto / cpu / mirrored / multi_worker / tpu
+    config.tpu_address = ""
+
+    config.analysis = ml_collections.ConfigDict()
+    config.analysis.selection_metric = "test_accuracy"
+    config.analysis.selection_mode = "max"
+    config.analysis.train_metric = "train_loss"
+    config.analysis.best_k = 2
+    config.analysis.num_seeds = 3
+    config.analysis.range_rule_std = 1.0
+    config.analysis.split = "test"
+    config.analysis.paper_reference = ""
+    return config

@@ -1,0 +1,141 @@
+"""Cells of a sweep and the keras-tuner grid oracle that hands them out in pack order."""
+
+import dataclasses
+import math
+from typing import List, Optional
+
+import keras_tuner as kt
+from keras_tuner.src.engine import trial as trial_module
+
+from tf_sgd_regimes import optimizers
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One point of the grid: the unit of record."""
+
+    optimizer: str
+    momentum: float
+    batch_size: int
+    effective_lr: float
+    seed: int
+    epochs: float  # the epoch budget (derived from steps under a constant step budget)
+    steps: int
+
+    @property
+    def cell_id(self) -> str:
+        # Readable and unique: also the TensorBoard run name and the ledger file name.
+        return (f"{self.optimizer}_B{self.batch_size:05d}_lr{self.effective_lr:.6g}"
+                f"_E{self.epochs:.6g}_s{self.seed}")
+
+    @property
+    def pack_key(self) -> tuple:
+        """Cells with the same key can share a pack (same batch size and budget)."""
+        return (self.batch_size, self.steps)
+
+    def hparams(self) -> dict:
+        return {
+            "optimizer": self.optimizer,
+            "momentum": self.momentum,
+            "batch_size": self.batch_size,
+            "effective_lr": self.effective_lr,
+            "learning_rate": optimizers.learning_rate_from_effective(
+                self.effective_lr, self.momentum),
+            "seed": self.seed,
+            "epochs": self.epochs,
+            "steps": self.steps,
+        }
+
+
+def budget_steps(config, batch_size: int, steps_per_epoch: float,
+                 epochs: Optional[float] = None) -> tuple:
+    """(steps, epochs) of a cell under the config's budget.
+
+    Constant epoch budget: steps = round(epochs * N / B), at least 1.
+    Constant step budget: the same steps at every B; epochs = steps * B / N grow with B.
+    """
+    if config.budget.kind == "steps":
+        steps = int(config.budget.steps)
+        return steps, steps / steps_per_epoch
+    epochs = float(epochs if epochs is not None else config.budget.epochs)
+    steps = max(1, int(math.floor(epochs * steps_per_epoch + 0.5)))
+    return steps, epochs
+
+
+def hyperparameters(config) -> kt.HyperParameters:
+    """The grid as keras-tuner hyperparameters, declared in pack order.
+
+    GridSearchOracle varies the last-declared value fastest, so consecutive cells share
+    the budget and batch size and differ in optimizer, learning rate and seed: a pack.
+    """
+    sweep = config.sweep
+    hp = kt.HyperParameters()
+    if sweep.epoch_budgets:
+        hp.Choice("epochs", [float(e) for e in sweep.epoch_budgets])
+    hp.Choice("batch_size", [int(b) for b in sweep.batch_sizes])
+    hp.Choice("optimizer", list(sweep.optimizers))
+    hp.Choice("effective_lr", [float(lr) for lr in sweep.effective_lrs])
+    hp.Choice("seed", [int(s) for s in sweep.seeds])
+    return hp
+
+
+def cell_from_values(config, values: dict, steps_per_epoch) -> Cell:
+    """`steps_per_epoch` is a function batch_size -> float."""
+    batch_size = int(values["batch_size"])
+    steps, epochs = budget_steps(config, batch_size, steps_per_epoch(batch_size),
+                                 values.get("epochs"))
+    momentum = optimizers.momentum_for(values["optimizer"], None)
+    if values["optimizer"] == "momentum":
+        momentum = float(config.sweep.momentum)
+    return Cell(values["optimizer"], momentum, batch_size, float(values["effective_lr"]),
+                int(values["seed"]), float(epochs), int(steps))
+
+
+def all_cells(config, steps_per_epoch) -> List[Cell]:
+    """Every cell of the grid in the oracle's order (for totals and progress)."""
+    sweep = config.sweep
+    budgets = list(sweep.epoch_budgets) or [None]
+    cells = []
+    for epochs in budgets:
+        for batch_size in sweep.batch_sizes:
+            for optimizer in sweep.optimizers:
+                for lr in sweep.effective_lrs:
+                    for seed in sweep.seeds:
+                        values = {"batch_size": batch_size, "optimizer": optimizer,
+                                  "effective_lr": lr, "seed": seed}
+                        if epochs is not None:
+                            values["epochs"] = epochs
+                        cells.append(cell_from_values(config, values, steps_per_epoch))
+    return cells
+
+
+class PackedGridOracle(kt.oracles.GridSearchOracle):
+    """GridSearchOracle that hands out consecutive cells before earlier ones finish.
+
+    keras-tuner's grid oracle computes the next combination from a trial only when that
+    trial ends (so at most two run at once); a pack needs tens of cells in flight. Each
+    new trial is queued as a source of its successor straight away; the oracle's own
+    check that skips already-tried combinations keeps every cell handed out once.
+    """
+
+    def populate_space(self, trial_id):
+        result = super().populate_space(trial_id)
+        if (result["status"] == trial_module.TrialStatus.RUNNING
+                and trial_id not in self._populate_next):
+            self._populate_next.append(trial_id)
+        return result
+
+
+def make_oracle(config, directory: str, project_name: str = "oracle") -> PackedGridOracle:
+    mode = config.analysis.selection_mode
+    oracle = PackedGridOracle(
+        objective=kt.Objective("score", direction=mode),
+        hyperparameters=hyperparameters(config),
+        max_trials=10**9,
+        seed=0,
+        # Divergence is data, recorded as a completed trial: never a reason to stop.
+        max_consecutive_failed_trials=10**9,
+    )
+    oracle._display.verbose = 0  # our progress line replaces keras-tuner's trial tables
+    oracle._set_project_dir(directory, project_name)
+    return oracle

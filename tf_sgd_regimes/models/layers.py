@@ -1,0 +1,207 @@
+"""Layers the paper's models share: ghost batch norm, the SkipInit scalar, seeded initialisers."""
+
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def derived_seed(seed: int, index: int) -> int:
+    """A distinct per-layer seed from a model seed, so K packed copies never share streams."""
+    # Large odd stride keeps (seed, index) pairs from colliding for any realistic depth.
+    return (int(seed) * 1_000_003 + int(index)) % (2**31 - 1)
+
+
+class SeedSequence:
+    """Hands out derived seeds in build order: `next(seeds)` per layer."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+        self.index = 0
+
+    def __next__(self) -> int:
+        self.index += 1
+        return derived_seed(self.seed, self.index)
+
+
+class GhostBatchNormalization(keras.layers.Layer):
+    """Batch norm whose training statistics come from consecutive sub-batches ("ghost batches").
+
+    In training the batch [B, ..., C] is cut into groups of `ghost_batch_size` consecutive
+    examples, and each group is normalized with its own mean and (biased) variance over every
+    axis but the last. When B is smaller than the ghost size the whole batch is one group;
+    when B is not a multiple of it, the leftover examples join the last group. The moving
+    averages (used for inference) are updated with the average of the group statistics.
+
+    The batch dimension may be unknown until run time (one trace for several batch sizes):
+    then (and for a static batch that is not a whole number of groups) statistics come from
+    segment sums over each example's group index. A static batch of whole groups takes a
+    reshape-and-reduce path; both have static shapes for XLA when the batch is static. Under
+    tf.distribute each replica calls the layer on its local batch, so groups are per replica.
+
+    Args:
+      ghost_batch_size: examples per statistics group; None for the whole batch.
+      momentum: moving-average decay (moving = momentum * moving + (1 - momentum) * batch).
+      epsilon: added to the variance.
+      gamma_initializer: "ones", or "zeros" for the last BN of a block (Goyal et al. 2017).
+    """
+
+    def __init__(
+        self,
+        ghost_batch_size: Optional[int] = 64,
+        momentum: float = 0.9,
+        epsilon: float = 1e-5,
+        gamma_initializer="ones",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if ghost_batch_size is not None and int(ghost_batch_size) < 1:
+            raise ValueError(
+                f"ghost_batch_size must be a positive int or None, got {ghost_batch_size!r}"
+            )
+        self.ghost_batch_size = None if ghost_batch_size is None else int(ghost_batch_size)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        self.gamma = self.add_weight(
+            shape=(channels,), name="gamma", initializer=self.gamma_initializer, autocast=False
+        )
+        self.beta = self.add_weight(
+            shape=(channels,), name="beta", initializer="zeros", autocast=False
+        )
+        # "mean" aggregation: under a mirrored strategy every replica writes its own local
+        # statistics and the copies are averaged, as Keras' own batch norm does.
+        self.moving_mean = self.add_weight(
+            shape=(channels,), name="moving_mean", initializer="zeros",
+            trainable=False, autocast=False, aggregation="mean",
+        )
+        self.moving_variance = self.add_weight(
+            shape=(channels,), name="moving_variance", initializer="ones",
+            trainable=False, autocast=False, aggregation="mean",
+        )
+
+    def _group_ids(self, batch):
+        """Group index of each example and the number of groups (int if batch is static)."""
+        if self.ghost_batch_size is None:
+            return tf.zeros([batch], tf.int32), 1
+        size = self.ghost_batch_size
+        if isinstance(batch, int):
+            groups = max(batch // size, 1)
+        else:
+            groups = tf.maximum(batch // size, 1)
+        ids = tf.minimum(tf.range(batch) // size, groups - 1)
+        return ids, groups
+
+    def call(self, inputs, training=False):
+        x = tf.cast(inputs, tf.float32)
+        if not training:
+            mean, variance = self.moving_mean, self.moving_variance
+            outputs = (x - mean) * tf.math.rsqrt(variance + self.epsilon) * self.gamma + self.beta
+            return tf.cast(outputs, inputs.dtype)
+
+        static_batch = x.shape[0]
+        size = self.ghost_batch_size
+        if static_batch is not None and (size is None or static_batch % size == 0
+                                         or static_batch < size):
+            outputs, group_mean, group_variance = self._normalize_reshaped(x)
+        else:
+            outputs, group_mean, group_variance = self._normalize_segments(x)
+
+        batch_mean = tf.reduce_mean(group_mean, axis=0)
+        batch_variance = tf.reduce_mean(group_variance, axis=0)
+        decay = 1.0 - self.momentum
+        self.moving_mean.assign(self.moving_mean - decay * (self.moving_mean - batch_mean))
+        self.moving_variance.assign(
+            self.moving_variance - decay * (self.moving_variance - batch_variance)
+        )
+        return tf.cast(outputs, inputs.dtype)
+
+    def _normalize_reshaped(self, x):
+        """Static batch made of whole groups: reshape to [groups, size, ...] and reduce."""
+        batch = x.shape[0]
+        groups = 1 if self.ghost_batch_size is None else max(batch // self.ghost_batch_size, 1)
+        grouped = tf.reshape(x, [groups, batch // groups] + list(x.shape[1:]))
+        axes = list(range(1, len(grouped.shape) - 1))
+        mean, variance = tf.nn.moments(grouped, axes=axes, keepdims=True)
+        scale = tf.math.rsqrt(variance + self.epsilon) * self.gamma
+        outputs = tf.reshape((grouped - mean) * scale + self.beta, tf.shape(x))
+        flat = [groups, x.shape[-1]]
+        return outputs, tf.reshape(mean, flat), tf.reshape(variance, flat)
+
+    def _normalize_segments(self, x):
+        """Any batch, known or not: segment sums over the group index of each example."""
+        batch = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
+        ids, groups = self._group_ids(batch)
+        reduce_axes = list(range(1, len(x.shape) - 1))
+        # Per-example sums over the non-channel axes first, then a segment sum over groups:
+        # the group reduction touches [B, C] rather than the full activation tensor.
+        per_example = tf.reduce_sum(x, axis=reduce_axes) if reduce_axes else x
+        positions = float(np.prod(x.shape[1:-1])) if reduce_axes else 1.0
+        counts = tf.math.unsorted_segment_sum(tf.ones_like(ids, tf.float32), ids, groups)
+        counts = counts[:, None] * positions
+        group_mean = tf.math.unsorted_segment_sum(per_example, ids, groups) / counts
+        example_mean = tf.gather(group_mean, ids)
+        expand = [slice(None)] + [None] * len(reduce_axes) + [slice(None)]
+        centered = x - example_mean[tuple(expand)]
+        squares = tf.reduce_sum(tf.square(centered), axis=reduce_axes) if reduce_axes else (
+            tf.square(centered)
+        )
+        group_variance = tf.math.unsorted_segment_sum(squares, ids, groups) / counts
+        example_variance = tf.gather(group_variance, ids)
+
+        scale = tf.math.rsqrt(example_variance + self.epsilon) * self.gamma
+        return centered * scale[tuple(expand)] + self.beta, group_mean, group_variance
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            ghost_batch_size=self.ghost_batch_size,
+            momentum=self.momentum,
+            epsilon=self.epsilon,
+            gamma_initializer=keras.initializers.serialize(self.gamma_initializer),
+        )
+        return config
+
+
+class SkipInitScale(keras.layers.Layer):
+    """SkipInit (De & Smith 2020): a learnable scalar, initialised to 0, on a residual branch.
+
+    At initialisation the branch contributes nothing, so a residual block is the identity
+    on its shortcut path.
+    """
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(), name="scale", initializer="zeros")
+
+    def call(self, inputs):
+        return inputs * tf.cast(self.scale, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+NORMALIZATIONS = ("batch_norm", "skipinit")
+
+
+def check_normalization(normalization: str) -> None:
+    """Refuses anything but the known normalization choices, naming the config field."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(
+            f"unknown normalization {normalization!r} (config.model.normalization); "
+            f"known: {list(NORMALIZATIONS)}"
+        )
+
+
+def normalization_or_none(normalization: str, name: str, **bn_kwargs):
+    """A ghost batch norm for "batch_norm", None for "skipinit"."""
+    check_normalization(normalization)
+    if normalization == "batch_norm":
+        return GhostBatchNormalization(name=name, **bn_kwargs)
+    return None

@@ -1,0 +1,220 @@
+"""Report of a sweep: tables, figures, regime breakpoints and paper comparison; its CLI.
+
+    python -m tf_sgd_regimes.report --workdir=DIR   # reads DIR/config.json and DIR/ledger/
+"""
+
+import json
+import os
+from typing import Optional
+
+import numpy as np
+
+from tf_sgd_regimes import analysis
+from tf_sgd_regimes import figures
+from tf_sgd_regimes import ledger
+from tf_sgd_regimes import tables
+
+_ORDER = {"sgd": 0, "momentum": 1}
+
+
+def _field(config, name: str, default=None):
+    """config[name] for a dict or ConfigDict, `default` when absent."""
+    if config is None:
+        return default
+    try:
+        value = config[name]
+    except (KeyError, AttributeError, TypeError):
+        return default
+    return default if value is None else value
+
+
+def _expected_cells(sweep) -> Optional[int]:
+    """Cells the config's grid asks for, or None when the sweep fields are not there."""
+    sizes = [_field(sweep, key) for key in ("optimizers", "batch_sizes", "effective_lrs", "seeds")]
+    if sweep is None or any(s is None for s in sizes):
+        return None
+    count = int(np.prod([len(s) for s in sizes]))
+    budgets = _field(sweep, "epoch_budgets", ())
+    return count * max(1, len(budgets))
+
+
+def _breakpoint_text(fit: dict) -> str:
+    if "error" in fit:
+        return f"regime breakpoint: not fitted ({fit['error']})"
+    level = int(round(100 * fit["ci_level"]))
+    low, high = fit["breakpoint_ci"]
+    text = (f"regime breakpoint B* = {fit['breakpoint']:.3g} ({level}% CI {low:.3g} to "
+            f"{high:.3g}); small-batch slope {fit['slope']:.2f} ({fit['slope_ci'][0]:.2f} to "
+            f"{fit['slope_ci'][1]:.2f}); critical effective LR {fit['critical_lr']:.3g} "
+            f"({fit['critical_lr_ci'][0]:.3g} to {fit['critical_lr_ci'][1]:.3g}); "
+            f"{fit['num_points']} batch sizes, {fit['num_bootstrap']} bootstrap resamples of seeds")
+    if not fit["plateau_seen"]:
+        text += "\n  (no plateau within the batch sizes tried: B* is at least the largest B)"
+    if not fit["growth_seen"]:
+        text += "\n  (no growth within the batch sizes tried: B* is at most the smallest B)"
+    return text
+
+
+def generate(workdir: str, config, records=None, out_dir: Optional[str] = None) -> dict:
+    """Writes the report of a sweep into `out_dir` (default `<workdir>/report/`).
+
+    Args:
+      workdir: the sweep's work directory (its ledger is read when `records` is None).
+      config: the experiment config (ConfigDict or dict) with name, analysis and sweep.
+      records: ledger records; default ledger.read(workdir).
+      out_dir: where to write; default <workdir>/report.
+
+    Returns:
+      {"out_dir", "tables": {optimizer: {"md", "csv", "tex"}}, "figures": {name: [paths]},
+       "exports": {name: path}, "breakpoints", "momentum_from_batch_size", "text"}.
+    """
+    records = ledger.read(workdir) if records is None else list(records)
+    settings = analysis.settings_from(_field(config, "analysis"))
+    name = _field(config, "name", "") or os.path.basename(os.path.abspath(workdir))
+    out_dir = out_dir or os.path.join(workdir, "report")
+    os.makedirs(out_dir, exist_ok=True)
+    result = {"out_dir": out_dir, "tables": {}, "figures": {}, "exports": {},
+              "breakpoints": {}, "momentum_from_batch_size": None}
+    statuses = {s: sum(r["status"] == s for r in records) for s in ledger.STATUSES}
+    expected = _expected_cells(_field(config, "sweep"))
+    counts = ", ".join(f"{v} {k}" for k, v in statuses.items())
+    lines = [f"# {name}: {len(records)} records ({counts})"
+             + (f" of {expected} cells in the grid" if expected else "")]
+    if expected and len(records) < expected:
+        lines.append(f"partial sweep: {expected - len(records)} cells have no record yet")
+
+    frame = analysis.tidy(records)
+    result["exports"]["records"] = os.path.join(out_dir, "records.csv")
+    frame.to_csv(result["exports"]["records"], index=False)
+    if frame.empty or settings.selection_metric not in frame or \
+            frame[settings.selection_metric].notna().sum() == 0:
+        lines.append(f"no completed run has the selection metric {settings.selection_metric!r}; "
+                     "nothing to analyse yet")
+        return _finish(result, lines, out_dir)
+
+    kind = analysis.sweep_kind(records)
+    cells = analysis.cell_stats(records, settings)
+    optimal = analysis.optima(cells, settings)
+    for key, table in (("cells", cells), ("optima", optimal)):
+        result["exports"][key] = os.path.join(out_dir, f"{key}.csv")
+        table.to_csv(result["exports"][key], index=False)
+    direction = "higher" if settings.selection_mode == "max" else "lower"
+    lines.append(f"selection: {settings.selection_metric} on the {settings.split} split "
+                 f"({direction} is better); mean ± std of the best {settings.best_k} of "
+                 f"{settings.num_seeds} runs at the optimal effective LR; range = LRs whose mean "
+                 f"is within {settings.range_rule_std:g} std of the optimum")
+
+    optimizers = sorted(optimal["optimizer"].unique(), key=lambda o: (_ORDER.get(o, 9), o))
+    for optimizer in optimizers:
+        table = tables.optimizer_table(optimal, settings, optimizer)
+        table, paper_summary = tables.add_paper(table, settings, optimizer)
+        rows = tables.display_rows(table, settings, show_epochs=kind == "epoch_budget")
+        base = os.path.join(out_dir, f"table_{optimizer}")
+        title = f"{tables.OPTIMIZER_NAMES.get(optimizer, optimizer)} ({name})"
+        with open(base + ".md", "w") as f:
+            f.write(f"### {title}\n\n" + tables.to_markdown(rows))
+        with open(base + ".tex", "w") as f:
+            f.write(tables.to_latex(rows, caption=title))
+        table.to_csv(base + ".csv", index=False)
+        result["tables"][optimizer] = {e: f"{base}.{e}" for e in ("md", "csv", "tex")}
+        lines += ["", f"## {title}", tables.to_text(rows)]
+        if paper_summary:
+            lines.append(paper_summary)
+        edges = table[table["edge"] != ""]
+        if len(edges):
+            lines.append("WARNING: optimum on the edge of the learning-rate grid at B = "
+                         f"{', '.join(map(str, edges['batch_size']))}: widen the sweep's "
+                         "effective_lrs there")
+        if kind == "batch_size" and table["batch_size"].nunique() >= 3:
+            fit = analysis.regime_breakpoint(records, settings, optimizer)
+            result["breakpoints"][optimizer] = fit
+            lines.append(_breakpoint_text(fit))
+
+    advantage = analysis.momentum_advantage(optimal, settings)
+    if len(advantage["per_batch"]):
+        start = advantage["from_batch_size"]
+        result["momentum_from_batch_size"] = start
+        lines += ["", "Momentum beats SGD by more than the noise (difference of best-k means > "
+                  f"{settings.advantage_std:g} x combined std) "
+                  + (f"from batch size {start} upward" if start else "at no batch size onward "
+                     "to the largest tried")]
+
+    _figures(result, settings, kind, cells, optimal, config, name, out_dir)
+    if kind == "epoch_budget":
+        budget = analysis.budget_optima(records, settings)
+        result["exports"]["budget"] = os.path.join(out_dir, "budget.csv")
+        budget.to_csv(result["exports"]["budget"], index=False)
+        result["figures"]["budget"] = figures.save(
+            figures.budget_figure(budget, settings, name), os.path.join(out_dir, "budget"))
+        lines += ["", "## Optimal effective LR per epoch budget: for the test vs training metric",
+                  tables.to_text(budget.assign(
+                      optimal_lr_test=budget["optimal_lr_test"].map(tables.format_lr),
+                      optimal_lr_train=budget["optimal_lr_train"].map(tables.format_lr))[
+                      ["optimizer", "batch_size", "epochs", "optimal_lr_test",
+                       "optimal_lr_train"]].astype(str))]
+    return _finish(result, lines, out_dir)
+
+
+def _figures(result, settings, kind, cells, optimal, config, name, out_dir):
+    save = lambda figure, stem: figures.save(figure, os.path.join(out_dir, stem))  # noqa: E731
+    if optimal["batch_size"].nunique() >= 2:
+        result["figures"]["test_vs_batch"] = save(figures.metric_vs_batch_figure(
+            optimal, settings.selection_metric, name), "test_vs_batch")
+        if f"{settings.train_metric}_mean" in optimal:
+            result["figures"]["train_vs_batch"] = save(figures.metric_vs_batch_figure(
+                optimal, settings.train_metric, name), "train_vs_batch")
+        result["figures"]["optimal_lr_vs_batch"] = save(figures.optimal_lr_figure(
+            optimal, result["breakpoints"], name), "optimal_lr_vs_batch")
+    if kind == "batch_size":
+        result["figures"]["test_vs_lr"] = save(figures.lr_sweep_figure(
+            cells, settings.selection_metric, name), "test_vs_lr")
+        if f"{settings.train_metric}_mean" in cells:
+            result["figures"]["train_vs_lr"] = save(figures.lr_sweep_figure(
+                cells, settings.train_metric, name), "train_vs_lr")
+    schedule = _field(config, "schedule")
+    figure = figures.schedule_figure(float(_field(schedule, "decay_factor", 2.0)),
+                                     int(_field(schedule, "warmup_steps", 0)))
+    if figure is None:
+        result["skipped"] = ["schedule figure: tf_sgd_regimes.schedules.schedule_values missing"]
+    else:
+        result["figures"]["schedule"] = save(figure, "schedule")
+
+
+def _finish(result: dict, lines: list, out_dir: str) -> dict:
+    if result["figures"]:
+        lines += ["", f"report written to {out_dir}/ (tables .md/.csv/.tex, figures .png/.pdf, "
+                  "records.csv)"]
+    result["text"] = "\n".join(lines)
+    with open(os.path.join(out_dir, "report.txt"), "w") as f:
+        f.write(result["text"] + "\n")
+    with open(os.path.join(out_dir, "breakpoints.json"), "w") as f:
+        json.dump(result["breakpoints"], f, indent=1, default=float)
+    return result
+
+
+def main(argv):
+    from absl import flags
+
+    del argv
+    workdir = flags.FLAGS.workdir
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise SystemExit(f"--workdir={workdir}: no config.json there; point --workdir at a "
+                         "sweep's work directory (python -m tf_sgd_regimes.run writes one)")
+    with open(path) as f:
+        config = json.load(f)
+    result = generate(workdir, config, out_dir=flags.FLAGS.out_dir or None)
+    print(result["text"])
+
+
+def entry_point():
+    from absl import app, flags
+
+    flags.DEFINE_string("workdir", None, "A sweep's work directory (config.json + ledger/).")
+    flags.DEFINE_string("out_dir", "", "Where to write the report; default <workdir>/report.")
+    flags.mark_flag_as_required("workdir")
+    app.run(main)
+
+
+if __name__ == "__main__":
+    entry_point()

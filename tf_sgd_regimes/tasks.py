@@ -1,0 +1,80 @@
+"""Losses and metrics per task: classification, language model, autoencoder.
+
+Training losses are per-example vectors so the engine can scale them by the *global*
+batch (gradients are summed across replicas). Evaluation accumulates sums over the whole
+split and turns them into metrics at the end, so the result does not depend on the
+evaluation batch size or the number of replicas.
+"""
+
+import math
+
+import tensorflow as tf
+
+# The metric each task selects on by default, and whether higher is better.
+SELECTION = {
+    "classification": ("test_accuracy", "max"),
+    "language_model": ("test_perplexity", "min"),
+    "autoencoder": ("test_mse", "min"),
+}
+# Sums accumulated during evaluation, in this order.
+SUM_NAMES = ("loss", "correct", "count")
+
+
+def per_example_loss(task: str, outputs, targets, inputs):
+    """Training loss per example, shape [batch].
+
+    classification: softmax cross-entropy of logits [B, C] vs int labels [B].
+    language_model: mean over the window of token cross-entropy, logits [B, T, V].
+    autoencoder: squared error summed over the D outputs (the paper's MSE values of 2-3
+      on MNIST are per-example sums over 784 pixels, not per-pixel means).
+    """
+    outputs = tf.cast(outputs, tf.float32)
+    if task == "classification":
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(targets, tf.int32), logits=outputs)
+    if task == "language_model":
+        token_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(targets, tf.int32), logits=outputs)
+        return tf.reduce_mean(token_loss, axis=-1)
+    if task == "autoencoder":
+        reference = tf.reshape(tf.cast(inputs, tf.float32), tf.shape(outputs))
+        return tf.reduce_sum(tf.square(outputs - reference), axis=-1)
+    raise ValueError(f"unknown task {task!r}")
+
+
+def eval_sums(task: str, outputs, targets, inputs, weights):
+    """Weighted sums over a batch: [loss_sum, correct_sum, count] (float32 [3]).
+
+    `weights` is 1 for real examples and 0 for padding added to fill the last batch.
+    For a language model `count` is in tokens, so loss/count is the per-token loss.
+    """
+    weights = tf.cast(weights, tf.float32)
+    outputs = tf.cast(outputs, tf.float32)
+    if task == "language_model":
+        token_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(targets, tf.int32), logits=outputs)
+        tokens = tf.cast(tf.shape(token_loss)[-1], tf.float32)
+        loss_sum = tf.reduce_sum(tf.reduce_sum(token_loss, axis=-1) * weights)
+        return tf.stack([loss_sum, 0.0, tf.reduce_sum(weights) * tokens])
+    loss = per_example_loss(task, outputs, targets, inputs)
+    if task == "classification":
+        predicted = tf.argmax(outputs, axis=-1, output_type=tf.int32)
+        correct = tf.cast(tf.equal(predicted, tf.cast(targets, tf.int32)), tf.float32)
+    else:
+        correct = tf.zeros_like(loss)
+    return tf.stack([tf.reduce_sum(loss * weights), tf.reduce_sum(correct * weights),
+                     tf.reduce_sum(weights)])
+
+
+def metrics_from_sums(task: str, sums, prefix: str) -> dict:
+    """Turns [loss_sum, correct_sum, count] into named metrics, e.g. test_accuracy."""
+    loss_sum, correct_sum, count = (float(v) for v in sums)
+    if count <= 0:
+        raise ValueError(f"no {prefix} examples to evaluate")
+    loss = loss_sum / count
+    if task == "classification":
+        return {f"{prefix}_loss": loss, f"{prefix}_accuracy": correct_sum / count}
+    if task == "language_model":
+        perplexity = math.exp(loss) if loss < 700 else float("inf")
+        return {f"{prefix}_loss": loss, f"{prefix}_perplexity": perplexity}
+    return {f"{prefix}_loss": loss, f"{prefix}_mse": loss}

@@ -1,0 +1,1 @@
+"""Theory tools: the noisy quadratic model, the gradient noise scale, the linear-scaling check."""
