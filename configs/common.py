@@ -14,6 +14,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.name = ""
     config.description = ""
     config.cost = ""
+    config.engine = "keras"  # "keras" (engine.py) or "nqm" (theory/nqm_engine.py)
     config.data = ml_collections.ConfigDict({"name": ""})
     config.model = ml_collections.ConfigDict({"name": ""})
     config.l2 = 0.0  # coefficient of 0.5 * l2 * sum(w^2)

@@ -1,19 +1,23 @@
 """The training loop: K packed members advance together in one compiled step.
 
 A pack is a set of cells that share model family, data set, batch size and budget and
-differ in effective learning rate, momentum and seed. Each member has its own model
-(initialised from its seed), its own optimizer (the paper's form, optimizers.py) and its
-own data order (a permutation of the training set per epoch, drawn from its seed). One
-tf.function runs `steps_per_call` steps of all members per call, so the Python dispatch
-cost is paid once per chunk rather than once per member and step.
+differ in effective learning rate, momentum and seed. Each member has its own weights
+(initialised from its seed), its own momentum accumulators and its own data order (a
+permutation of the training set per epoch, drawn from its seed). The members' weights
+are stacked on a leading axis and one Keras model evaluates all of them at once through
+`stateless_call` under `tf.vectorized_map`, so a pack of K costs a few batched ops per
+layer rather than K separate graphs. One tf.function runs `steps_per_call` steps per
+call, so Python dispatch is paid once per chunk.
 
-The compiled function is reused across packs: models and optimizers live in a runner
-that is re-initialised in place for the next pack (new weights from the member's seed,
-zeroed accumulators, new learning rates), so a sweep of many batch sizes traces once
-when the batch size can stay dynamic (no XLA, no batch-shaped state).
+The update is the paper's form, a <- m a + g ; w <- w - lr a (as in
+optimizers.PaperMomentum, which Keras users can use with model.fit), with the paper's
+schedule (schedules.schedule_factor). The compiled step is reused across packs: the runner
+is re-initialised in place, so a sweep over many batch sizes traces once when the batch
+size can stay dynamic (no XLA, no batch-shaped state).
 """
 
 import dataclasses
+import os
 import time
 from typing import Callable, List, Optional, Sequence
 
@@ -62,56 +66,60 @@ class ChunkReport:
     diverged_at: np.ndarray  # [K] first diverged step, -1 while alive
 
 
-class _MemberSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """The paper's schedule with its base rate and budget held in variables.
+def _stack(tensors):
+    return np.stack([np.asarray(t) for t in tensors])
 
-    Variables rather than Python numbers let one compiled step serve every pack.
-    """
 
-    def __init__(self, base_lr, total_steps, decay_factor, warmup_steps):
-        self.base_lr = base_lr
-        self.total_steps = total_steps
-        self.decay_factor = decay_factor
-        self.warmup_steps = warmup_steps
-
-    def __call__(self, step):
-        factor = schedules.schedule_factor(
-            tf.cast(step, tf.float32), self.total_steps, self.decay_factor, self.warmup_steps)
-        return tf.cast(self.base_lr, tf.float32) * factor
-
-    def get_config(self):  # pragma: no cover - engine-internal, never serialised
-        return {}
+def _replicated_variable(value, name):
+    # Every replica computes the same (all-reduced) update, so any one replica's write
+    # is the value; ONLY_FIRST_REPLICA lets the assignment happen in replica context.
+    return tf.Variable(value, trainable=False, name=name,
+                       synchronization=tf.VariableSynchronization.ON_WRITE,
+                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
 
 class _PackRunner:
-    """K models + K optimizers + the compiled chunk and evaluation functions."""
+    """A pack's weights stacked on a leading member axis, and the compiled step over them.
+
+    One Keras model (the template) defines the computation; `stateless_call` evaluates it
+    with any weights, and `tf.vectorized_map` turns K such calls into batched ops (one
+    matmul for all members instead of K). Gradients, the paper's momentum update and the
+    learning-rate schedule are computed for all members at once.
+    """
 
     def __init__(self, engine: "Engine", num_members: int, batch_size: Optional[int]):
         self.engine = engine
         self.num_members = num_members
         self.static_batch = batch_size  # None: the batch size is a tensor argument
-        config, dataset, strategy = engine.config, engine.dataset, engine.strategy
+        config, strategy = engine.config, engine.strategy
+        self.template = engine.build_model(seed=0)
+        trainable = self.template.trainable_variables
+        non_trainable = self.template.non_trainable_variables
+        regularized = {id(w) for w in
+                       regularization.regularized_weights(self.template, config.l2_scope)}
+        self.regularized = [id(w) in regularized for w in trainable]
+        # Slices of the non-trainable state that a language model carries across windows.
+        self.train_state_index = _indices_of(non_trainable,
+                                             getattr(self.template, "train_state", ()))
+        self.eval_state_index = _indices_of(non_trainable,
+                                            getattr(self.template, "eval_state", ()))
+        k = num_members
         with strategy.scope():
-            self.models = [engine.build_model(seed=k) for k in range(num_members)]
-            self.base_lrs = [tf.Variable(0.0, trainable=False, name=f"base_lr_{k}")
-                             for k in range(num_members)]
-            self.total_steps = tf.Variable(1.0, trainable=False, name="total_steps")
-            self.warmup_steps = tf.Variable(0.0, trainable=False, name="warmup_steps")
-            self.optimizers = []
-            for k in range(num_members):
-                schedule = _MemberSchedule(self.base_lrs[k], self.total_steps,
-                                           float(config.schedule.decay_factor), self.warmup_steps)
-                optimizer = optimizers.PaperMomentum(learning_rate=schedule, momentum=0.0)
-                optimizer.build(self.models[k].trainable_variables)
-                self.optimizers.append(optimizer)
-            self.seeds = tf.Variable(tf.zeros([num_members], tf.int64), trainable=False)
-            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-            self.diverged_at = tf.Variable(-tf.ones([num_members], tf.int64), trainable=False)
-            self.loss_sum = tf.Variable(tf.zeros([num_members]), trainable=False)
-        self.regularized = [regularization.regularized_weights(m, config.l2_scope)
-                            for m in self.models]
-        jit = engine.jit_compile
-        self._train_chunk = tf.function(self._train_chunk_impl, jit_compile=jit,
+            self.weights = [_replicated_variable(np.zeros([k] + list(w.shape), w.dtype),
+                                                 f"w{i}") for i, w in enumerate(trainable)]
+            self.accumulators = [_replicated_variable(np.zeros([k] + list(w.shape), w.dtype),
+                                                      f"a{i}") for i, w in enumerate(trainable)]
+            self.states = [_replicated_variable(np.zeros([k] + list(v.shape), v.dtype),
+                                                f"s{i}") for i, v in enumerate(non_trainable)]
+            self.base_lrs = _replicated_variable(np.zeros([k], np.float32), "base_lrs")
+            self.momenta = _replicated_variable(np.zeros([k], np.float32), "momenta")
+            self.seeds = _replicated_variable(np.zeros([k], np.int64), "seeds")
+            self.total_steps = _replicated_variable(np.float32(1), "total_steps")
+            self.warmup_steps = _replicated_variable(np.float32(0), "warmup_steps")
+            self.step = _replicated_variable(np.int64(0), "step")
+            self.diverged_at = _replicated_variable(-np.ones([k], np.int64), "diverged_at")
+            self.loss_sum = _replicated_variable(np.zeros([k], np.float32), "loss_sum")
+        self._train_chunk = tf.function(self._train_chunk_impl, jit_compile=engine.jit_compile,
                                         reduce_retracing=True)
         self._eval_batch = tf.function(self._eval_batch_impl, reduce_retracing=True)
         self.trace_count = 0
@@ -120,21 +128,25 @@ class _PackRunner:
     def reset(self, members: Sequence[Member], total_steps: int) -> None:
         """Re-initialises every member in place for a new pack."""
         config = self.engine.config
-        for k, member in enumerate(members):
-            fresh = self.engine.build_model(seed=member.seed)
-            self.models[k].set_weights(fresh.get_weights())
-            optimizer = self.optimizers[k]
-            optimizer.iterations.assign(0)
-            for accumulator in optimizer.accumulators:
-                accumulator.assign(tf.zeros_like(accumulator))
-            optimizer.momentum_variable.assign(member.momentum)
-            self.base_lrs[k].assign(member.learning_rate)
+        fresh = [self.engine.build_model(seed=m.seed) for m in members]
+        for i, variable in enumerate(self.weights):
+            variable.assign(_stack([f.trainable_variables[i] for f in fresh]))
+        for i, variable in enumerate(self.states):
+            variable.assign(_stack([f.non_trainable_variables[i] for f in fresh]))
+        for accumulator in self.accumulators:
+            accumulator.assign(tf.zeros_like(accumulator))
+        self.base_lrs.assign([m.learning_rate for m in members])
+        self.momenta.assign([m.momentum for m in members])
+        self.seeds.assign([m.seed for m in members])
         self.total_steps.assign(float(total_steps))
         self.warmup_steps.assign(float(config.schedule.warmup_steps))
-        self.seeds.assign([m.seed for m in members])
         self.step.assign(0)
         self.diverged_at.assign(-np.ones([self.num_members], np.int64))
         self.loss_sum.assign(np.zeros([self.num_members], np.float32))
+
+    def member_weights(self, k: int) -> list:
+        """Member k's trainable weights as numpy arrays, in the template's order."""
+        return [w.numpy()[k] for w in self.weights]
 
     # -- training --------------------------------------------------------------------
     def train_chunk(self, indices: np.ndarray, num_steps: int, batch_size: int) -> None:
@@ -147,11 +159,15 @@ class _PackRunner:
         self.trace_count += 1  # Python side effect: counts traces, not calls
         if batch_size is None:
             batch_size = self.static_batch
-        engine = self.engine
-        bound = float(engine.config.train.divergence_loss)
+        strategy = self.engine.strategy
+        bound = float(self.engine.config.train.divergence_loss)
         for i in tf.range(num_steps):
-            per_replica = engine.strategy.run(self._replica_step, args=(indices, i, batch_size))
-            losses = engine.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            # Samplers that stream (tf.data) fetch here, in cross-replica context.
+            fetched = self.engine.sampler.fetch()
+            per_replica = strategy.run(self._replica_step,
+                                       args=(indices, i, batch_size, fetched))
+            # Already all-reduced inside the step: every replica holds the same values.
+            losses = strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
             finite = tf.math.is_finite(losses)
             bad = tf.logical_or(tf.logical_not(finite), losses > bound)
             newly = tf.logical_and(bad, self.diverged_at < 0)
@@ -159,87 +175,132 @@ class _PackRunner:
             self.loss_sum.assign_add(tf.where(finite, losses, tf.zeros_like(losses)))
             self.step.assign_add(1)
 
-    def _replica_step(self, indices, i, batch_size):
+    def _replica_step(self, indices, i, batch_size, fetched):
         engine = self.engine
-        config, dataset = engine.config, engine.dataset
+        config, task = engine.config, engine.dataset.task
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync
         replica = context.replica_id_in_sync_group
         global_batch = tf.cast(batch_size, tf.float32)
-        l2 = float(config.l2)
+        x, y = engine.sampler.train_batch(indices, i, batch_size, replica, replicas,
+                                          self.step, self.seeds, fetched)
+        weights = [w.read_value() for w in self.weights]
+        states = [s.read_value() for s in self.states]
+        if self.train_state_index:
+            states = engine.sampler.reset_carried_state(states, self.train_state_index,
+                                                        self.step, batch_size)
+        template = self.template
+
+        def member_loss(args):
+            member_weights, member_states, member_x, member_y = args
+            outputs, new_states = template.stateless_call(
+                list(member_weights), list(member_states), member_x, training=True)
+            per_example = tasks.per_example_loss(task, outputs, member_y, member_x)
+            return tf.reduce_sum(per_example), new_states
+
+        with tf.GradientTape() as tape:
+            tape.watch(weights)
+            data_sums, new_states = tf.vectorized_map(member_loss, (weights, states, x, y))
+            # Scaled by the global batch: gradients are summed across replicas below.
+            losses = data_sums / global_batch
+            l2 = float(config.l2)
+            if l2 > 0 and any(self.regularized):
+                penalty = 0.5 * l2 * tf.add_n([_per_member_sq(w) for w, r in
+                                               zip(weights, self.regularized) if r])
+                losses += penalty / replicas
+            total = tf.reduce_sum(losses)
+        grads = tape.gradient(total, weights)
+        if replicas > 1:
+            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            losses = context.all_reduce(tf.distribute.ReduceOp.SUM, losses)
+            new_states = [context.all_reduce(tf.distribute.ReduceOp.MEAN, s)
+                          if s.dtype.is_floating and not self._is_carried(j) else s
+                          for j, s in enumerate(new_states)]
         clip = float(config.train.clip_grad_norm)
-        losses = []
-        for k in range(self.num_members):
-            x, y = engine.sampler.train_batch(k, indices, i, batch_size, replica, replicas,
-                                              self.step, self.seeds)
-            model = self.models[k]
-            with tf.GradientTape() as tape:
-                outputs = model(x, training=True)
-                per_example = tasks.per_example_loss(dataset.task, outputs, y, x)
-                # Scaled by the global batch: the optimizer sums gradients across replicas.
-                loss = tf.reduce_sum(per_example) / global_batch
-                if l2 > 0 and self.regularized[k]:
-                    penalty = 0.5 * l2 * tf.add_n(
-                        [tf.reduce_sum(tf.square(w)) for w in self.regularized[k]])
-                    loss += penalty / replicas
-            variables = model.trainable_variables
-            grads = tape.gradient(loss, variables)
-            if clip > 0:
-                grads = _clip_global(grads, clip, context, replicas)
-            self.optimizers[k].apply_gradients(zip(grads, variables))
-            losses.append(loss)
-        return tf.stack(losses)
+        if clip > 0:
+            norms = tf.sqrt(tf.add_n([_per_member_sq(g) for g in grads]))
+            scale = tf.minimum(1.0, clip / tf.maximum(norms, 1e-12))
+            grads = [g * _expand(scale, g) for g in grads]
+        # The paper's form: a <- m a + g ; w <- w - lr a (optimizers.PaperMomentum).
+        factor = schedules.schedule_factor(self.step, self.total_steps,
+                                           float(config.schedule.decay_factor),
+                                           self.warmup_steps)
+        learning_rates = self.base_lrs * factor
+        for w, a, g in zip(self.weights, self.accumulators, grads):
+            new_a = _expand(self.momenta, a) * a + g
+            a.assign(new_a)
+            w.assign_sub(_expand(learning_rates, w) * new_a)
+        for s, new in zip(self.states, new_states):
+            s.assign(tf.cast(new, s.dtype))
+        return losses
+
+    def _is_carried(self, j: int) -> bool:
+        return j in self.train_state_index or j in self.eval_state_index
 
     # -- evaluation ------------------------------------------------------------------
-    def evaluate(self, x: np.ndarray, y: Optional[np.ndarray]) -> np.ndarray:
-        """Per-member sums [K, 3] over a whole split, in eval batches, no augmentation."""
-        engine = self.engine
-        batch = engine.eval_batch_size
+    def evaluate(self, split: str) -> np.ndarray:
+        """Per-member sums [K, 3] over a whole split, no augmentation."""
         totals = np.zeros([self.num_members, len(tasks.SUM_NAMES)], np.float64)
-        for start in range(0, len(x), batch):
-            xb = x[start:start + batch]
-            yb = y[start:start + batch] if y is not None else np.zeros([len(xb)], np.int32)
-            weights = np.ones([batch], np.float32)
-            if len(xb) < batch:  # pad so every replica gets an equal slice
-                pad = batch - len(xb)
-                weights[len(xb):] = 0.0
-                xb = np.concatenate([xb, np.repeat(xb[:1], pad, axis=0)])
-                yb = np.concatenate([yb, np.repeat(yb[:1], pad, axis=0)])
-            totals += self._eval_batch(tf.constant(xb), tf.constant(yb),
-                                       tf.constant(weights)).numpy()
+        states = [s.read_value() for s in self.states]
+        for x, y, weights, carry in self.engine.sampler.eval_batches(split, self.engine):
+            if not carry and self.eval_state_index:  # a new pass: fresh carried state
+                states = [tf.zeros_like(s) if j in self.eval_state_index else s
+                          for j, s in enumerate(states)]
+            sums, states = self._eval_batch(tf.constant(x), tf.constant(y),
+                                            tf.constant(weights), states)
+            totals += sums.numpy()
         return totals
 
-    def _eval_batch_impl(self, x, y, weights):
-        per_replica = self.engine.strategy.run(self._replica_eval, args=(x, y, weights))
-        return self.engine.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+    def _eval_batch_impl(self, x, y, weights, states):
+        strategy = self.engine.strategy
+        per_replica = strategy.run(self._replica_eval, args=(x, y, weights, states))
+        sums, new_states = per_replica
+        sums = strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
+        new_states = [strategy.reduce(tf.distribute.ReduceOp.MEAN, s, axis=None)
+                      if s.dtype.is_floating else
+                      strategy.experimental_local_results(s)[0] for s in new_states]
+        return sums, new_states
 
-    def _replica_eval(self, x, y, weights):
+    def _replica_eval(self, x, y, weights_mask, states):
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync
         replica = context.replica_id_in_sync_group
         local = tf.shape(x)[0] // replicas
         start = replica * local
-        x, y, weights = (t[start:start + local] for t in (x, y, weights))
+        x, y, weights_mask = (t[start:start + local] for t in (x, y, weights_mask))
         task = self.engine.dataset.task
-        sums = []
-        for model in self.models:
-            outputs = model(x, training=False)
-            sums.append(tasks.eval_sums(task, outputs, y, x, weights))
-        return tf.stack(sums)
+        template = self.template
+
+        def member_eval(args):
+            member_weights, member_states = args
+            outputs, new_states = template.stateless_call(
+                list(member_weights), list(member_states), x, training=False)
+            return tasks.eval_sums(task, outputs, y, x, weights_mask), new_states
+
+        weights = [w.read_value() for w in self.weights]
+        return tf.vectorized_map(member_eval, (weights, list(states)))
 
 
-def _clip_global(grads, clip_norm, context, replicas):
-    """Clips by the global norm of the *all-reduced* gradient.
+def _indices_of(variables, chosen) -> tuple:
+    chosen_ids = {id(v) for v in chosen}
+    return tuple(j for j, v in enumerate(variables) if id(v) in chosen_ids)
 
-    The optimizer sums gradients across replicas, so we sum here, clip the total and
-    hand each replica total/replicas: the optimizer's sum then gives back the clipped total.
-    """
-    if replicas > 1:
-        grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-    grads, _ = tf.clip_by_global_norm(grads, clip_norm)
-    if replicas > 1:
-        grads = [g / replicas for g in grads]
-    return grads
+
+def _per_member_sq(tensor):
+    """Sum of squares over every axis but the leading member axis: shape [K]."""
+    return tf.reduce_sum(tf.reshape(tf.square(tensor), [tf.shape(tensor)[0], -1]), axis=1)
+
+
+def _expand(per_member, like):
+    """[K] -> [K, 1, 1, ...] to broadcast against a stacked tensor."""
+    return tf.reshape(tf.cast(per_member, like.dtype), [-1] + [1] * (len(like.shape) - 1))
+
+
+def _targets(dataset, split: str):
+    """Targets of a split; an autoencoder's targets are its inputs (y is None)."""
+    x = dataset.train_x if split == "train" else dataset.test_x
+    y = dataset.train_y if split == "train" else dataset.test_y
+    return y if y is not None else np.zeros([len(x)], np.int32)
 
 
 class ShuffleSampler:
@@ -255,13 +316,13 @@ class ShuffleSampler:
         self.num_train = dataset.num_train
         with strategy.scope():
             self.train_x = tf.constant(dataset.train_x)
-            self.train_y = tf.constant(dataset.train_y)
+            self.train_y = tf.constant(_targets(dataset, "train"))
         self._permutations = {}
 
     def _permutation(self, seed: int, epoch: int) -> np.ndarray:
         key = (seed, epoch)
         if key not in self._permutations:
-            if len(self._permutations) > 64:
+            if len(self._permutations) > 256:
                 self._permutations.clear()
             rng = np.random.Generator(np.random.PCG64([seed, epoch]))
             self._permutations[key] = rng.permutation(self.num_train).astype(np.int32)
@@ -275,27 +336,58 @@ class ShuffleSampler:
         within = positions % self.num_train
         out = np.zeros([len(seeds), padded_steps * batch_size], np.int32)
         for k, seed in enumerate(seeds):
-            row = np.empty_like(within, dtype=np.int32)
+            row = np.empty(within.shape, dtype=np.int32)
             for epoch in np.unique(epochs):
                 mask = epochs == epoch
                 row[mask] = self._permutation(int(seed), int(epoch))[within[mask]]
             out[k, : len(row)] = row
         return out
 
-    def train_batch(self, k, indices, i, batch_size, replica, replicas, step, seeds):
+    def fetch(self):
+        return ()
+
+    def train_batch(self, indices, i, batch_size, replica, replicas, step, seeds, fetched):
+        """x [K, B/R, ...], y [K, B/R]: this replica's share of every member's batch."""
         local = batch_size // replicas
         start = i * batch_size + replica * local
-        idx = indices[k, start:start + local]
+        idx = indices[:, start:start + local]
         x = tf.gather(self.train_x, idx)
         y = tf.gather(self.train_y, idx)
         if self.dataset.augment is not None:
-            seed = tf.stack([seeds[k], step * 64 + tf.cast(replica, tf.int64)])
-            x = self.dataset.augment(x, seed)
+            # Per member, from its own seed: unrolled because stateless random ops with a
+            # per-member seed do not vectorise.
+            replica64 = tf.cast(replica, tf.int64)
+            x = tf.stack([self.dataset.augment(x[k], tf.stack([seeds[k], step * 1024 + replica64]))
+                          for k in range(idx.shape[0])])
         return x, y
+
+    def reset_carried_state(self, states, index, step, batch_size):
+        return states
+
+    def eval_batches(self, split: str, engine):
+        """(x, y, weights, carry) batches over a whole split, padded to equal size."""
+        dataset = self.dataset
+        x = dataset.train_x if split == "train" else dataset.test_x
+        y = _targets(dataset, split)
+        batch = engine.eval_batch_size
+        for start in range(0, len(x), batch):
+            xb, yb = x[start:start + batch], y[start:start + batch]
+            weights = np.ones([batch], np.float32)
+            if len(xb) < batch:  # pad so every replica gets an equal slice
+                pad = batch - len(xb)
+                weights[len(xb):] = 0.0
+                xb = np.concatenate([xb, np.repeat(xb[:1], pad, axis=0)])
+                yb = np.concatenate([yb, np.repeat(yb[:1], pad, axis=0)])
+            yield xb, yb, weights, False
 
 
 class StreamSampler:
-    """Language models: B parallel streams, consecutive windows, no shuffling."""
+    """Language models: B parallel streams, consecutive windows, no shuffling.
+
+    Every member reads the same windows (the paper's LSTM has no data shuffling); seeds
+    change initialisation and dropout. The carried LSTM state is zeroed at the start of
+    every pass over the training stream and of every evaluation pass.
+    """
 
     def __init__(self, dataset, strategy):
         from tf_sgd_regimes.data import streams  # only language models need it
@@ -308,9 +400,45 @@ class StreamSampler:
     def host_indices(self, seeds, start_step, num_steps, batch_size, padded_steps):
         return np.zeros([len(seeds), 0], np.int32)
 
-    def train_batch(self, k, indices, i, batch_size, replica, replicas, step, seeds):
-        return self._streams.stream_batch(self.tokens, batch_size, self.dataset.unroll,
+    def fetch(self):
+        return ()
+
+    def train_batch(self, indices, i, batch_size, replica, replicas, step, seeds, fetched):
+        x, y = self._streams.stream_batch(self.tokens, batch_size, self.dataset.unroll,
                                           step, replica, replicas)
+        members = indices.shape[0]
+        return (tf.broadcast_to(x[None], tf.concat([[members], tf.shape(x)], 0)),
+                tf.broadcast_to(y[None], tf.concat([[members], tf.shape(y)], 0)))
+
+    def reset_carried_state(self, states, index, step, batch_size):
+        windows = self._streams.windows_per_epoch(self.dataset.num_train, batch_size,
+                                                  self.dataset.unroll)
+        fresh = tf.equal(step % tf.cast(windows, step.dtype), 0)
+        return [tf.where(fresh, tf.zeros_like(s), s) if j in index else s
+                for j, s in enumerate(states)]
+
+    def eval_batches(self, split: str, engine):
+        dataset = self.dataset
+        tokens = dataset.train_x if split == "train" else dataset.test_x
+        batch = engine.eval_batch_size
+        windows = self._streams.windows_per_epoch(len(tokens), batch, dataset.unroll)
+        tokens_tensor = tf.constant(tokens, tf.int32)
+        weights = np.ones([batch], np.float32)
+        for t in range(windows):
+            x, y = self._streams.stream_batch(tokens_tensor, batch, dataset.unroll, t)
+            yield x.numpy(), y.numpy(), weights, t > 0
+
+
+def make_sampler(dataset, strategy, config):
+    """The sampler protocol: fetch() (cross-replica), train_batch(...) (per replica),
+    host_indices(...), reset_carried_state(...), eval_batches(split, engine)."""
+    if hasattr(dataset, "train_dataset"):  # data/streamed.StreamedDataset (ImageNet)
+        from tf_sgd_regimes import streaming
+
+        return streaming.StreamedSampler(dataset, strategy, config)
+    if dataset.ordering == "streams":
+        return StreamSampler(dataset, strategy)
+    return ShuffleSampler(dataset, strategy)
 
 
 class Engine:
@@ -324,8 +452,7 @@ class Engine:
         jit = config.train.jit_compile
         # XLA on CPU pays off only for long compiled loops; it also needs static shapes.
         self.jit_compile = bool(jit) if jit != "auto" else False
-        sampler_cls = StreamSampler if dataset.ordering == "streams" else ShuffleSampler
-        self.sampler = sampler_cls(dataset, strategy)
+        self.sampler = make_sampler(dataset, strategy, config)
         eval_batch = int(config.train.eval_batch_size)
         self.eval_batch_size = max(self.replicas, eval_batch - eval_batch % self.replicas)
         self._runners = {}
@@ -333,6 +460,10 @@ class Engine:
     def build_model(self, seed: int) -> keras.Model:
         fields = dict(self.config.model)
         name = fields.pop("name")
+        if self.dataset.ordering == "streams":
+            # The carried state is shaped by the per-replica batch.
+            fields["batch_size"] = self._batch_size // self.replicas
+            fields["eval_batch_size"] = self.eval_batch_size // self.replicas
         return model_registry.get_model(name, self.dataset.input_shape,
                                         self.dataset.num_outputs, seed=seed, **fields)
 
@@ -349,22 +480,43 @@ class Engine:
         batch_size: int,
         total_steps: int,
         on_chunk: Optional[Callable[[ChunkReport], None]] = None,
+        checkpoint: Optional["PackCheckpoint"] = None,
+        should_stop: Optional[Callable[[], bool]] = None,
     ) -> List[MemberResult]:
-        """Trains every member for `total_steps` steps and evaluates the survivors."""
+        """Trains every member for `total_steps` steps and evaluates the survivors.
+
+        Args:
+          members: the pack's cells.
+          batch_size: the global batch size.
+          total_steps: the budget in steps (the schedule is laid out over it).
+          on_chunk: called after every chunk of `steps_per_call` steps, and after a
+            checkpoint has been written when checkpointing is on.
+          checkpoint: where and how often to save the pack's state; a pack with a
+            matching checkpoint resumes from it.
+          should_stop: polled after every chunk; True saves a checkpoint and raises
+            Preempted (e.g. on SIGTERM).
+        """
         if batch_size % self.replicas:
             raise ValueError(f"batch size {batch_size} is not divisible by the "
                              f"{self.replicas} replicas")
+        self._batch_size = batch_size
         runner = self._runner(len(members), batch_size)
         runner.reset(members, total_steps)
+        identity = {"cells": [m.cell_id for m in members], "batch_size": batch_size,
+                    "total_steps": total_steps}
+        step = checkpoint.restore(runner, identity) if checkpoint is not None else 0
         steps_per_call = int(self.config.train.steps_per_call)
         seeds = [m.seed for m in members]
-        step = 0
         while step < total_steps:
             n = min(steps_per_call, total_steps - step)
             indices = self.sampler.host_indices(seeds, step, n, batch_size, steps_per_call)
             runner.train_chunk(indices, n, batch_size)
             step += n
             diverged_at = runner.diverged_at.numpy()
+            finished = step >= total_steps or bool(np.all(diverged_at >= 0))
+            stop = should_stop is not None and should_stop()
+            if checkpoint is not None and (stop or (not finished and checkpoint.due())):
+                checkpoint.save(runner, identity, step)
             if on_chunk is not None:
                 mean_loss = runner.loss_sum.numpy() / n
                 mean_loss[diverged_at >= 0] = np.nan
@@ -375,25 +527,31 @@ class Engine:
                                      np.array([m.effective_lr * lr_factor for m in members]),
                                      diverged_at.copy()))
             runner.loss_sum.assign(np.zeros([len(members)], np.float32))
-            if np.all(diverged_at >= 0):
+            if stop:
+                raise Preempted(f"stopped at step {step} of {total_steps}; checkpoint saved")
+            if finished:
                 break
-        return self._final_results(runner, members, step)
+        results = self._final_results(runner, members, step)
+        if checkpoint is not None:
+            checkpoint.clear()
+        return results
 
     def _final_results(self, runner, members, steps_done) -> List[MemberResult]:
         dataset, task = self.dataset, self.dataset.task
         diverged_at = runner.diverged_at.numpy()
         alive = diverged_at < 0
-        test = runner.evaluate(dataset.test_x, dataset.test_y) if alive.any() else None
-        train = runner.evaluate(dataset.train_x, dataset.train_y) if alive.any() else None
+        test = runner.evaluate("test") if alive.any() else None
+        train = runner.evaluate("train") if alive.any() else None
         results = []
         for k, member in enumerate(members):
             metrics, status, diverged_step = {}, "complete", None
             if alive[k]:
                 metrics.update(tasks.metrics_from_sums(task, test[k], dataset.split))
                 metrics.update(tasks.metrics_from_sums(task, train[k], "train"))
-                if self.config.l2 > 0 and runner.regularized[k]:
+                if self.config.l2 > 0 and any(runner.regularized):
                     penalty = 0.5 * float(self.config.l2) * sum(
-                        float(tf.reduce_sum(tf.square(w))) for w in runner.regularized[k])
+                        float(np.sum(np.square(w))) for w, r in
+                        zip(runner.member_weights(k), runner.regularized) if r)
                     metrics["train_data_loss"] = metrics["train_loss"]
                     metrics["train_loss"] = metrics["train_loss"] + penalty
                 if not all(np.isfinite(v) for v in metrics.values()):
@@ -401,11 +559,89 @@ class Engine:
             else:
                 status, diverged_step = "diverged", int(diverged_at[k])
             if status == "diverged":
-                metrics = {name: None for name in metrics}
+                metrics = {name: None for name in tasks.metric_names(task, dataset.split)}
             results.append(MemberResult(member.cell_id, status, metrics, diverged_step,
                                         steps_done))
         return results
 
 
-def wall_clock() -> float:
-    return time.perf_counter()
+class Preempted(RuntimeError):
+    """Training stopped on request (SIGTERM) after saving a checkpoint."""
+
+
+class PackCheckpoint:
+    """Periodic checkpoints of one pack's state, written so a kill at any moment is safe.
+
+    Each save writes a new tf.train.Checkpoint prefix, then atomically replaces a small
+    JSON manifest naming it (and the pack it belongs to); older prefixes are deleted
+    afterwards. A kill during a save leaves the previous manifest and checkpoint intact.
+    """
+
+    MANIFEST = "manifest.json"
+
+    def __init__(self, directory: str, every_s: float, clock=time.monotonic):
+        self.directory = directory
+        self.every_s = float(every_s)
+        self.clock = clock
+        self._last = clock()
+
+    def due(self) -> bool:
+        return self.every_s > 0 and self.clock() - self._last >= self.every_s
+
+    def _checkpoint(self, runner) -> tf.train.Checkpoint:
+        return tf.train.Checkpoint(weights=runner.weights, accumulators=runner.accumulators,
+                                   states=runner.states, step=runner.step,
+                                   diverged_at=runner.diverged_at)
+
+    def save(self, runner, identity: dict, step: int) -> None:
+        import json
+        import shutil
+
+        from tf_sgd_regimes import ledger
+
+        os.makedirs(self.directory, exist_ok=True)
+        name = f"step-{step:012d}"
+        prefix = self._checkpoint(runner).write(os.path.join(self.directory, name, "ckpt"))
+        manifest = dict(identity, step=int(step), prefix=os.path.relpath(prefix, self.directory))
+        ledger.write_atomic(os.path.join(self.directory, self.MANIFEST),
+                            json.dumps(manifest, sort_keys=True))
+        for entry in os.listdir(self.directory):
+            if entry.startswith("step-") and entry != name:
+                shutil.rmtree(os.path.join(self.directory, entry), ignore_errors=True)
+        self._last = self.clock()
+
+    def restore(self, runner, identity: dict) -> int:
+        """Restores a checkpoint of this very pack; returns the step to continue from."""
+        import json
+
+        path = os.path.join(self.directory, self.MANIFEST)
+        if not os.path.exists(path):
+            return 0
+        try:
+            with open(path) as f:
+                manifest = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise CheckpointError(
+                f"checkpoint manifest {path} is unreadable ({e}); delete {self.directory} "
+                "to retrain this pack from its start") from e
+        if {k: manifest.get(k) for k in identity} != identity:
+            self.clear()  # a checkpoint of another pack (the grid changed): not ours
+            return 0
+        prefix = os.path.join(self.directory, manifest["prefix"])
+        try:
+            self._checkpoint(runner).read(prefix).assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as e:
+            raise CheckpointError(
+                f"checkpoint {prefix} is corrupt or incomplete ({e}); delete {self.directory} "
+                "to retrain this pack from its start") from e
+        self._last = self.clock()
+        return int(manifest["step"])
+
+    def clear(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that exists but cannot be restored; the message names it."""

@@ -77,9 +77,18 @@ class Sweep:
                  stream=None, progress_interval_s: float = 5.0):
         self.config = config
         self.workdir = workdir
-        self.dataset = dataset if dataset is not None else load_dataset(config)
-        self.strategy = strategy or strategy_lib.get_strategy(config.strategy,
-                                                              config.tpu_address)
+        self._engine = None
+        if config.engine == "nqm":
+            # The noisy quadratic model: closed-form dynamics, no data set, no TensorFlow.
+            from tf_sgd_regimes.theory import nqm_engine
+
+            self.dataset = nqm_engine.NQMData(config)
+            self._engine = nqm_engine.NQMEngine(config)
+            self.strategy = tf.distribute.get_strategy()
+        else:
+            self.dataset = dataset if dataset is not None else load_dataset(config)
+            self.strategy = strategy or strategy_lib.get_strategy(config.strategy,
+                                                                  config.tpu_address)
         experiments.validate(config, self.dataset.num_train,
                              strategy_lib.num_replicas(self.strategy))
         prepare_workdir(workdir, config)
@@ -91,7 +100,6 @@ class Sweep:
         self.progress_interval_s = progress_interval_s
         self._pending = None  # a trial handed out that did not fit the last pack
         self._trial_counter = 0
-        self._engine = None
 
     @property
     def engine(self) -> engine_lib.Engine:

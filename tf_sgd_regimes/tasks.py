@@ -20,6 +20,13 @@ SELECTION = {
 SUM_NAMES = ("loss", "correct", "count")
 
 
+def metric_names(task: str, split: str = "test") -> list:
+    """Names of the metrics an evaluation of `task` produces (see metrics_from_sums)."""
+    second = {"classification": "accuracy", "language_model": "perplexity",
+              "autoencoder": "mse"}[task]
+    return [f"{split}_loss", f"{split}_{second}", "train_loss", f"train_{second}"]
+
+
 def per_example_loss(task: str, outputs, targets, inputs):
     """Training loss per example, shape [batch].
 
