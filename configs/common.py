@@ -42,6 +42,17 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.eval_batch_size = 1024
     config.train.jit_compile = "auto"  # True / False / "auto" (off on CPU; TPU always XLA)
     config.train.log_every_steps = 0  # TensorBoard scalars every chunk when 0
+    # Seconds between checkpoints of a running pack (a kill loses at most this much
+    # training); 0 = none except on SIGTERM. Checked after every chunk of steps.
+    config.train.checkpoint_every_s = 60.0
+    # Gradient noise scale B_simple (McCandlish et al. 2018) of every member at step 0 and
+    # mid-budget (noise_probe.py), stored as metrics noise_scale_init / noise_scale_mid.
+    config.train.noise_scale = ml_collections.ConfigDict({
+        "enabled": False,
+        "batch_small": 32,
+        "batch_big": 256,  # a multiple of batch_small, accumulated over micro-batches
+        "num_batches": 4,  # big batches averaged per measurement
+    })
 
     config.strategy = "auto"  # auto / cpu / mirrored / multi_worker / tpu
     config.tpu_address = ""

@@ -43,3 +43,28 @@ def test_bad_inputs_are_refused():
         scaling_check.exact_law(small_config(), "two_steps", 0.1, 1.0, 4)
     with pytest.raises(ValueError, match="even number"):
         scaling_check.compare(small_config(), 0.1, n=3)
+
+
+def test_digits_mlp_steps_eigenvalue_and_verdicts():
+    import tensorflow as tf
+
+    from tf_sgd_regimes.theory import scaling_check_model as model_check
+
+    problem = model_check.Problem("digits_mlp")
+    # One SGD step moves by -lr g_B, whose mean over draws is -lr G (full gradient).
+    grad = problem.full_gradient()
+    unit = model_check._unit(grad)
+    moved = model_check._project(problem.displacements(0.01, 8, 1, 300, seed=1), [unit])[:, 0]
+    expected = -0.01 * float(tf.sqrt(model_check._dot(grad, grad)))
+    assert abs(moved.mean() - expected) < 4.5 * moved.std(ddof=1) / np.sqrt(300)
+    # Power iteration: H v = lambda v at the top of the spectrum.
+    value, vector = problem.top_eigen(iterations=40)
+    residual = [h - value * v for h, v in zip(problem._hvp(vector), vector)]
+    assert float(tf.sqrt(model_check._dot(residual, residual))) < 0.05 * value
+    critical = 2.0 / value
+    _, units = model_check.directions(problem, 2)
+    small, large = (model_check.compare(problem, r, critical, units, runs=300)
+                    for r in (2.0**-5, 2.0))
+    for name in ("one_step", "half_steps_double"):
+        assert small[name]["p_value"] > 0.01, (name, small[name])
+    assert large["one_step"]["p_value"] < 1e-6 and large["one_step"]["mean_gap"] > 1.0

@@ -468,7 +468,7 @@ class Engine:
                                         self.dataset.num_outputs, seed=seed, **fields)
 
     def _runner(self, num_members: int, batch_size: int) -> _PackRunner:
-        static = self.jit_compile or self.dataset.ordering == "streams"
+        static = self.jit_compile or self.dataset.ordering == "streams" or bool(os.environ.get("STATIC"))
         key = (num_members, batch_size if static else None)
         if key not in self._runners:
             self._runners[key] = _PackRunner(self, num_members, key[1])
@@ -498,7 +498,8 @@ class Engine:
         """
         if batch_size % self.replicas:
             raise ValueError(f"batch size {batch_size} is not divisible by the "
-                             f"{self.replicas} replicas")
+                             f"{self.replicas} replicas; the batch size is the global batch: "
+                             "pick config.sweep.batch_sizes that are multiples of it")
         self._batch_size = batch_size
         runner = self._runner(len(members), batch_size)
         runner.reset(members, total_steps)
@@ -507,11 +508,22 @@ class Engine:
         step = checkpoint.restore(runner, identity) if checkpoint is not None else 0
         steps_per_call = int(self.config.train.steps_per_call)
         seeds = [m.seed for m in members]
+        # --- gradient noise scale hook (config.train.noise_scale; None when disabled):
+        # B_simple of every member at step 0 and at total_steps // 2 (a chunk ends there).
+        from tf_sgd_regimes import noise_probe
+
+        probe = noise_probe.PackProbe.from_config(self, runner, total_steps)
+        if probe is not None:
+            probe.measure_if_due(step)
+        # --- end of hook
         while step < total_steps:
             n = min(steps_per_call, total_steps - step)
+            n = probe.clip(step, n) if probe is not None else n
             indices = self.sampler.host_indices(seeds, step, n, batch_size, steps_per_call)
             runner.train_chunk(indices, n, batch_size)
             step += n
+            if probe is not None:
+                probe.measure_if_due(step)
             diverged_at = runner.diverged_at.numpy()
             finished = step >= total_steps or bool(np.all(diverged_at >= 0))
             stop = should_stop is not None and should_stop()
@@ -532,6 +544,8 @@ class Engine:
             if finished:
                 break
         results = self._final_results(runner, members, step)
+        if probe is not None:
+            probe.add_metrics(results)  # noise_scale_init / noise_scale_mid into the record
         if checkpoint is not None:
             checkpoint.clear()
         return results
@@ -630,7 +644,8 @@ class PackCheckpoint:
         prefix = os.path.join(self.directory, manifest["prefix"])
         try:
             self._checkpoint(runner).read(prefix).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError) as e:
+        except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:
+            # A truncated data file surfaces as IndexError ("Read less bytes than requested").
             raise CheckpointError(
                 f"checkpoint {prefix} is corrupt or incomplete ({e}); delete {self.directory} "
                 "to retrain this pack from its start") from e

@@ -9,13 +9,29 @@ from typing import Dict, Iterable, List, Tuple
 
 import ml_collections
 
-from tf_sgd_regimes import optimizers
-
 DEFAULT_EXPERIMENT = "digits_mlp_epoch_budget"
 
 # name -> (module under tf_sgd_regimes.configs, keyword arguments of its get_config).
 _EXPERIMENTS: Dict[str, Tuple[str, dict]] = {
     "digits_mlp_epoch_budget": ("digits_mlp", {}),
+    "nqm_epoch_budget": ("nqm", {"budget": "epochs"}),
+    "nqm_step_budget": ("nqm", {"budget": "steps"}),
+    "nqm_epoch_budget_sweep": ("nqm", {"budget": "variable"}),
+    # The paper's experiments (configs/wrn_cifar.py, resnet_imagenet.py, ptb_lstm.py,
+    # mnist_autoencoder.py) and their embedded CPU-sized versions (configs/embedded.py).
+    **{name: ("wrn_cifar", {"variant": name}) for name in (
+        "wrn16_4_cifar10_epoch_budget", "wrn16_4_cifar10_lr_sweep",
+        "wrn16_4_cifar10_skipinit_epoch_budget", "wrn16_4_cifar10_skipinit_step_budget",
+        "wrn28_10_cifar100_step_budget", "wrn28_10_cifar100_skipinit_step_budget")},
+    "resnet50_imagenet_epoch_budget": ("resnet_imagenet", {}),
+    **{name: ("ptb_lstm", {"variant": name}) for name in (
+        "ptb_lstm_epoch_budget", "ptb_lstm_step_budget", "ptb_lstm_variable_epoch_budget")},
+    **{name: ("mnist_autoencoder", {"variant": name}) for name in (
+        "mnist_autoencoder_epoch_budget", "mnist_autoencoder_step_budget",
+        "mnist_autoencoder_variable_epoch_budget")},
+    **{name: ("embedded", {"variant": name}) for name in (
+        "digits_cnn_epoch_budget", "digits_wrn_epoch_budget",
+        "digits_autoencoder_epoch_budget", "synthetic_lstm_epoch_budget")},
 }
 
 
@@ -133,6 +149,10 @@ def _unknown_field(config, field: str) -> str:
 
 def validate(config: ml_collections.ConfigDict, num_train: int = 0, replicas: int = 1) -> None:
     """Refuses a config that cannot run, before any compute. Messages name the field."""
+    # Imported here: optimizers loads TensorFlow, and --list and bad overrides should
+    # answer in a second, before it loads.
+    from tf_sgd_regimes import optimizers
+
     sweep = config.sweep
     if not sweep.optimizers:
         raise ConfigError("config.sweep.optimizers is empty; use e.g. ('sgd', 'momentum')")

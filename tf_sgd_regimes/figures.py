@@ -223,3 +223,31 @@ def schedule_figure(decay_factor: float = 2.0, warmup_steps: int = 0, total_step
         axis.set_ylabel("learning rate / initial learning rate")
         axis.set_title(f"schedule (decay factor {decay_factor:g})")
     return figure
+
+
+def noise_scale_figure(noise: pd.DataFrame, breakpoints: Dict[str, dict], title: str = ""):
+    """Gradient noise scale B_simple vs batch size: at init (dashed) and mid-training at each
+    batch size's optimal LR (markers), beside the measured breakpoint B* (dotted)."""
+    with plt.rc_context(RC):
+        figure, axis = plt.subplots(figsize=(4.5, 3.4))
+        for optimizer, rows in _by_optimizer(noise):
+            style = _style(optimizer)
+            rows = rows.sort_values("batch_size")
+            mid = rows.dropna(subset=["b_simple_mid"])
+            axis.plot(mid["batch_size"], mid["b_simple_mid"],
+                      **dict(style, label=f"{style['label']} B_simple mid-training"))
+            init = rows["b_simple_init"].dropna()
+            if len(init):
+                axis.axhline(float(init.iloc[0]), color=style["color"], linestyle="--",
+                             linewidth=0.8, label=f"{style['label']} B_simple at init")
+            fit = breakpoints.get(optimizer) or {}
+            if "breakpoint" in fit:
+                axis.axvline(fit["breakpoint"], color=style["color"], linestyle=":",
+                             label=f"{style['label']} B* = {fit['breakpoint']:.3g}")
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xlabel("batch size of the run")
+        axis.set_ylabel("B_simple = tr(Σ) / |G|²")
+        axis.set_title(title)
+        axis.legend(fontsize=7)
+    return figure

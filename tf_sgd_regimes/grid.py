@@ -1,12 +1,16 @@
 """Cells of a sweep and the keras-tuner grid oracle that hands them out in pack order."""
 
 import dataclasses
+import json
 import math
-from typing import List, Optional
+import os
+import shutil
+from typing import Callable, List, Optional
 
 import keras_tuner as kt
 from keras_tuner.src.engine import trial as trial_module
 
+from tf_sgd_regimes import ledger
 from tf_sgd_regimes import optimizers
 
 
@@ -124,6 +128,50 @@ class PackedGridOracle(kt.oracles.GridSearchOracle):
                 and trial_id not in self._populate_next):
             self._populate_next.append(trial_id)
         return result
+
+    # keras-tuner writes oracle.json and trial.json in place: a kill mid-write leaves a
+    # truncated file. Ours replace them atomically. No fsync: the files are a view of
+    # the ledger (rebuilt from it on every start), so only a killed process matters.
+    def save(self):
+        ledger.write_atomic(self._get_oracle_fname(), json.dumps(self.get_state()),
+                            fsync=False)
+
+    def _save_trial(self, trial):
+        path = os.path.join(self._get_trial_dir(trial.trial_id), "trial.json")
+        ledger.write_atomic(path, json.dumps(trial.get_state()), fsync=False)
+
+
+def check_tuner_state(directory: str) -> List[tuple]:
+    """(path, error) of every keras-tuner JSON file under `directory` that does not parse."""
+    bad = []
+    for root, _, files in os.walk(directory):
+        for name in sorted(files):
+            if not name.endswith(".json"):
+                continue
+            path = os.path.join(root, name)
+            try:
+                with open(path) as f:
+                    json.load(f)
+            except (OSError, ValueError) as e:
+                bad.append((path, f"{type(e).__name__}: {e}"))
+    return bad
+
+
+def reset_tuner_state(directory: str, report: Callable[[str], None] = print) -> List[tuple]:
+    """Clears keras-tuner's state before the oracle is rebuilt from the ledger.
+
+    The ledger is the source of truth; keras-tuner's files are a view of it that a new
+    oracle rewrites as it replays the grid. Corrupt files are named before they go.
+
+    Returns:
+      The (path, error) of each corrupt file found.
+    """
+    bad = check_tuner_state(directory)
+    for path, error in bad:
+        report(f"[sweep] warning: keras-tuner state file {path} is corrupt ({error}); "
+               "rebuilding the oracle from the ledger")
+    shutil.rmtree(directory, ignore_errors=True)
+    return bad
 
 
 def make_oracle(config, directory: str, project_name: str = "oracle") -> PackedGridOracle:

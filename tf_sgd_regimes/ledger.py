@@ -55,8 +55,12 @@ def _clean(value):
     return value
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Replaces `path` with `text` atomically (temp file, fsync, rename)."""
+def write_atomic(path: str, text: str, fsync: bool = True) -> None:
+    """Replaces `path` with `text` atomically (temp file, fsync, rename).
+
+    Readers see the old file or the new one, never a partial one. fsync=False keeps
+    that guarantee against a killed process (not against a power cut) at less cost.
+    """
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
@@ -64,7 +68,8 @@ def write_atomic(path: str, text: str) -> None:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -121,11 +126,16 @@ def read(workdir: str) -> List[dict]:
                 record = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
             raise LedgerError(
-                f"ledger record {path} cannot be read ({e}); move it aside and re-run the "
-                "sweep to train that cell again"
+                f"ledger record {path} is corrupt ({e}). A record is written once and never "
+                f"rewritten, so it cannot be repaired: move it aside (mv {path} "
+                f"{path}.corrupt) and re-run the same command to train that cell again"
             ) from e
-        if record.get("cell_id") + ".json" != name or record.get("status") not in STATUSES:
-            raise LedgerError(f"ledger record {path} is not a valid record (cell_id/status)")
+        if (not isinstance(record, dict) or f"{record.get('cell_id')}.json" != name
+                or record.get("status") not in STATUSES):
+            raise LedgerError(
+                f"ledger record {path} is not a valid record (its cell_id must match the file "
+                f"name and its status be one of {STATUSES}): move it aside (mv {path} "
+                f"{path}.corrupt) and re-run the same command to train that cell again")
         records.append(record)
     return records
 

@@ -8,6 +8,7 @@ import os
 from typing import Optional
 
 import numpy as np
+import pandas as pd
 
 from tf_sgd_regimes import analysis
 from tf_sgd_regimes import figures
@@ -140,6 +141,7 @@ def generate(workdir: str, config, records=None, out_dir: Optional[str] = None) 
                      "to the largest tried")]
 
     _figures(result, settings, kind, cells, optimal, config, name, out_dir)
+    lines += _noise_scale(result, records, optimal, name, out_dir)
     if kind == "epoch_budget":
         budget = analysis.budget_optima(records, settings)
         result["exports"]["budget"] = os.path.join(out_dir, "budget.csv")
@@ -178,6 +180,52 @@ def _figures(result, settings, kind, cells, optimal, config, name, out_dir):
         result["skipped"] = ["schedule figure: tf_sgd_regimes.schedules.schedule_values missing"]
     else:
         result["figures"]["schedule"] = save(figure, "schedule")
+
+
+def _pooled(trace_sigma, grad_sq):
+    """B_simple pooled over runs as a ratio of averages (noise_scale.py); NaN if |G|^2 <= 0."""
+    trace, grad = np.nanmean(np.asarray(trace_sigma, float)), np.nanmean(np.asarray(grad_sq, float))
+    return float(trace / grad) if np.isfinite(grad) and grad > 0 else np.nan
+
+
+def _noise_scale(result, records, optimal, name, out_dir) -> list:
+    """B_simple (config.train.noise_scale) beside B*: per optimizer, at init (all runs) and
+    mid-training (the best-k runs at each batch size's optimal LR). Lines for the text."""
+    init_key, mid_key = "noise_scale_init", "noise_scale_mid"
+    if not any((r.get("metrics") or {}).get(f"{init_key}_grad_sq") is not None
+               for r in records):
+        return []
+    frame = analysis.tidy(records)
+    rows = []
+    for _, row in optimal.iterrows():
+        runs = frame[frame["optimizer"] == row["optimizer"]]
+        rows.append({"optimizer": row["optimizer"], "batch_size": int(row["batch_size"]),
+                     "epochs": row["epochs"], "optimal_lr": row["optimal_lr"],
+                     "b_simple_init": _pooled(runs.get(f"{init_key}_trace_sigma", np.nan),
+                                              runs.get(f"{init_key}_grad_sq", np.nan)),
+                     "b_simple_mid": _pooled(row.get(f"{mid_key}_trace_sigma_mean", np.nan),
+                                             row.get(f"{mid_key}_grad_sq_mean", np.nan))})
+    noise = pd.DataFrame(rows)
+    result["exports"]["noise_scale"] = os.path.join(out_dir, "noise_scale.csv")
+    noise.to_csv(result["exports"]["noise_scale"], index=False)
+    result["noise_scale"] = {}
+    lines = ["", "Gradient noise scale B_simple = tr(Σ)/|G|² (McCandlish et al. 2018) beside the "
+             "measured breakpoint B*: init over all runs; mid-training (step total/2) at each "
+             "batch size's optimal LR, median over batch sizes"]
+    for optimizer, group in noise.groupby("optimizer", sort=False):
+        init = float(group["b_simple_init"].iloc[0])
+        mid = float(np.nanmedian(group["b_simple_mid"])) if group["b_simple_mid"].notna().any() \
+            else np.nan
+        fit = result["breakpoints"].get(optimizer) or {}
+        star = fit.get("breakpoint", np.nan)
+        result["noise_scale"][optimizer] = {"init": init, "mid": mid, "breakpoint": star}
+        ratio = lambda v: f"{v / star:.3g}" if np.isfinite(v) and np.isfinite(star) else "-"  # noqa
+        lines.append(f"  {optimizer}: B_simple init {init:.3g}, mid-training {mid:.3g}; "
+                     f"B* {star:.3g}; B_simple/B* init {ratio(init)}, mid {ratio(mid)}")
+    result["figures"]["noise_scale"] = figures.save(
+        figures.noise_scale_figure(noise, result["breakpoints"], name),
+        os.path.join(out_dir, "noise_scale"))
+    return lines
 
 
 def _finish(result: dict, lines: list, out_dir: str) -> dict:

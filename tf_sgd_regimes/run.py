@@ -3,6 +3,12 @@
     python -m tf_sgd_regimes.run                                  # the embedded default
     python -m tf_sgd_regimes.run --experiment=list                # what can run, and its cost
     python -m tf_sgd_regimes.run --experiment=NAME --workdir=DIR --config.sweep.seeds='(0,1)'
+
+Re-running a command resumes it. Distributed (keras-tuner chief/worker, shared --workdir):
+    python -m tf_sgd_regimes.run --role=chief  --oracle_address=HOST:PORT --workdir=DIR
+    python -m tf_sgd_regimes.run --role=worker --oracle_address=HOST:PORT --tuner_id=tuner0 ...
+Exit status: 0 done, 2 bad input (config, data, corrupt ledger), 74 disk full (free space
+and re-run), 75 preempted by SIGTERM (checkpoint saved; re-run to resume).
 """
 
 import os
@@ -22,6 +28,15 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Where the sweep keeps its config, ledger, TensorBoard logs and report. "
     "Default: ./runs/<experiment>. Re-running with the same workdir resumes.")
 _NO_REPORT = flags.DEFINE_bool("no_report", False, "Skip the report at the end.")
+_ROLE = flags.DEFINE_enum(
+    "role", None, ["standalone", "chief", "worker"],
+    "standalone (default), or chief / worker of a distributed sweep (keras-tuner's "
+    "chief/worker mode). Default: from KERASTUNER_ORACLE_IP / KERASTUNER_TUNER_ID.")
+_ORACLE_ADDRESS = flags.DEFINE_string(
+    "oracle_address", None, "HOST:PORT of the chief (sets KERASTUNER_ORACLE_IP/PORT).")
+_TUNER_ID = flags.DEFINE_string(
+    "tuner_id", None, "This worker's stable name (sets KERASTUNER_TUNER_ID); a restarted "
+    "worker must reuse it to take its unfinished pack back.")
 
 _CONFIG_PREFIX = "--config."
 
@@ -55,23 +70,56 @@ def main(argv, overrides=()):
     print(f"[run] work directory {os.path.abspath(workdir)}", flush=True)
 
     from tf_sgd_regimes import data
+    from tf_sgd_regimes import distributed
+    from tf_sgd_regimes import ledger
+    from tf_sgd_regimes import signals
     from tf_sgd_regimes import sweep as sweep_lib
 
     try:
-        sweep = sweep_lib.Sweep(config, workdir)
-    except (experiments.ConfigError, data.DataMissingError) as e:
+        if _ORACLE_ADDRESS.value:
+            distributed.set_address(_ORACLE_ADDRESS.value, _TUNER_ID.value or "")
+        role = _ROLE.value or distributed.role_from_env()
+        if role == "chief":
+            os.environ.setdefault(distributed.ENV_TUNER_ID, "chief")
+            with signals.StopRequest() as stop:
+                if not distributed.serve(config, workdir, should_stop=stop):
+                    print("[run] chief stopped by SIGTERM; re-run it to go on", flush=True)
+                    return signals.EXIT_PREEMPTED
+            records = ledger.read(workdir)
+        else:
+            oracle, tuner_id = None, _TUNER_ID.value or "worker0"
+            if role == "worker":
+                distributed.role_from_env()  # checks the address and tuner id are set
+                tuner_id = os.environ[distributed.ENV_TUNER_ID]
+                oracle = distributed.worker_oracle(config, workdir)
+            sweep = sweep_lib.Sweep(config, workdir, tuner_id=tuner_id, oracle=oracle)
+            print(f"[run] {len(sweep.cells)} cells on {sweep.strategy.num_replicas_in_sync} "
+                  f"replica(s) as {role} {tuner_id}; progress every few seconds", flush=True)
+            records = sweep.run()
+    except (experiments.ConfigError, data.DataMissingError, ledger.LedgerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"[run] {len(sweep.cells)} cells on {sweep.strategy.num_replicas_in_sync} "
-          f"replica(s); progress every few seconds", flush=True)
-    records = sweep.run()
+    except sweep_lib.Preempted as e:
+        print(f"[run] preempted: {e}. Checkpoint saved; re-run the same command to resume.",
+              flush=True)
+        return signals.EXIT_PREEMPTED
+    except sweep_lib.DiskFullError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return signals.EXIT_DISK_FULL
+    if role == "worker":
+        print(f"[run] worker {tuner_id} finished: no cells left to hand out", flush=True)
+        return 0
     if not _NO_REPORT.value:
         from tf_sgd_regimes import report
 
         result = report.generate(workdir, config, records)
         print(result["text"], flush=True)
-        for kind, path in sorted(result.get("paths", {}).items()):
-            print(f"[run] {kind}: {path}")
+        print(f"[run] report: {os.path.abspath(os.path.join(result['out_dir'], 'report.txt'))}")
+        for optimizer, paths in sorted(result.get("tables", {}).items()):
+            print(f"[run] table ({optimizer}): {os.path.abspath(paths['md'])}")
+        for kind, paths in sorted(result.get("figures", {}).items()):
+            png = [p for p in paths if p.endswith(".png")]
+            print(f"[run] figure ({kind}): {os.path.abspath((png or paths)[0])}")
     tensorboard = os.path.abspath(os.path.join(workdir, "tensorboard"))
     print(f"[run] TensorBoard: tensorboard --logdir {tensorboard}  (HParams tab: one run per "
           "cell)", flush=True)

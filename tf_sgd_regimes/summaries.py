@@ -1,12 +1,15 @@
 """TensorBoard output: one run per cell with scalars and HParams."""
 
 import os
-from typing import Dict, Sequence
+import shutil
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
 # Hyperparameters shown in the HParams dashboard, in this column order.
+# "tfevents" makes TensorBoard read it; "9999999999" sorts it after timestamped files.
+FINAL_EVENTS_FILE = "events.out.tfevents.9999999999.final.v2"
 HPARAM_NAMES = ("optimizer", "batch_size", "effective_lr", "momentum", "seed", "epochs",
                 "steps")
 
@@ -20,7 +23,9 @@ def metric_names(task: str, split: str) -> list:
                                 "train_accuracy"],
              "language_model": [f"{split}_perplexity", f"{split}_loss", "train_perplexity",
                                 "train_loss"],
-             "autoencoder": [f"{split}_mse", "train_mse", "train_loss"]}[task]
+             "autoencoder": [f"{split}_mse", "train_mse", "train_loss"],
+             # The noisy quadratic model (theory/nqm_engine.py): one loss, and its expectation.
+             "quadratic": [f"{split}_loss", "train_loss", "expected_loss"]}[task]
     return [f"final/{n}" for n in names] + ["final/diverged", "final/diverged_step"]
 
 
@@ -47,25 +52,81 @@ def write_experiment(workdir: str, config, task: str, split: str) -> None:
 
 
 class PackWriters:
-    """One summary writer per cell of a pack."""
+    """One summary writer per cell of a pack, with scalars held in memory until flush().
 
-    def __init__(self, workdir: str, cell_ids: Sequence[str]):
+    The sweep flushes right after each checkpoint save and at the end of the pack, so
+    the scalars on disk never run ahead of what a resumed pack replays. With `states`
+    (resume.CellStates) each cell's high-water mark is written before its scalars and
+    steps at or below it are skipped: a resumed or retrained cell never writes a step
+    twice, whatever moment the previous attempt was killed at.
+    """
+
+    def __init__(self, workdir: str, cell_ids: Sequence[str], states=None,
+                 active: Optional[Iterable[str]] = None):
         root = tensorboard_dir(workdir)
-        self.writers = [tf.summary.create_file_writer(os.path.join(root, cell_id))
-                        for cell_id in cell_ids]
+        self.workdir, self.root = workdir, root
+        self.cell_ids = list(cell_ids)
+        self.states = states
+        # Cells already recorded (re-trained only to keep a resumed pack's shape) stay as is.
+        self.active = set(self.cell_ids if active is None else active)
+        self.writers = {}
+        for cell_id in self.cell_ids:
+            if cell_id not in self.active:
+                continue
+            path = os.path.join(root, cell_id)
+            if states is not None and states.needs_tensorboard_reset(cell_id):
+                shutil.rmtree(path, ignore_errors=True)
+                states.put(cell_id, tensorboard_step=0)
+            self.writers[cell_id] = tf.summary.create_file_writer(path)
+        self._buffer: List[tuple] = []
 
     def scalars(self, step: int, values: Dict[str, Sequence[float]]) -> None:
-        """values: name -> one value per member; NaN values are skipped."""
-        for k, writer in enumerate(self.writers):
-            with writer.as_default(step=step):
-                for name, per_member in values.items():
-                    value = float(per_member[k])
-                    if value == value:  # not NaN
-                        tf.summary.scalar(name, value)
+        """values: name -> one value per member; NaN values are skipped. Buffered."""
+        self._buffer.append((int(step), {name: [float(v) for v in per_member]
+                                         for name, per_member in values.items()}))
+
+    def _mark(self, cell_id: str) -> int:
+        return int(self.states.get(cell_id)["tensorboard_step"]) if self.states else -1
+
+    def flush(self) -> None:
+        """Writes the buffered scalars (each cell's steps above its mark) to disk."""
+        if not self._buffer:
+            return
+        last = self._buffer[-1][0]
+        for k, cell_id in enumerate(self.cell_ids):
+            if cell_id not in self.writers:
+                continue
+            mark = self._mark(cell_id)
+            rows = [(step, values) for step, values in self._buffer if step > mark]
+            if not rows:
+                continue
+            if self.states is not None:  # the mark first: a kill now leaves a gap, not a repeat
+                self.states.put(cell_id, tensorboard_step=last)
+            writer = self.writers[cell_id]
+            with writer.as_default():
+                for step, values in rows:
+                    for name, per_member in values.items():
+                        if per_member[k] == per_member[k]:  # not NaN
+                            tf.summary.scalar(name, per_member[k], step=step)
+            writer.flush()
+        self._buffer.clear()
 
     def final(self, k: int, cell_id: str, hparams: dict, metrics: dict, diverged_step,
               step: int) -> None:
-        with self.writers[k].as_default(step=step):
+        """The cell's HParams and final metrics, in one event file under a fixed name.
+
+        Written in a staging directory, then renamed into the run: a kill leaves either
+        no file or a whole one, and a later attempt replaces it rather than adding a
+        second session. The name sorts after every timestamped event file, so these
+        steps come last.
+        """
+        self.flush()
+        if cell_id not in self.writers:
+            return
+        staging = os.path.join(self.workdir, "tmp", "tensorboard", cell_id)
+        shutil.rmtree(staging, ignore_errors=True)
+        writer = tf.summary.create_file_writer(staging)
+        with writer.as_default(step=step):
             hparams_api.hparams({name: hparams[name] for name in HPARAM_NAMES},
                                 trial_id=cell_id)
             for name, value in metrics.items():
@@ -74,7 +135,12 @@ class PackWriters:
             tf.summary.scalar("final/diverged", 1.0 if diverged_step is not None else 0.0)
             if diverged_step is not None:
                 tf.summary.scalar("final/diverged_step", float(diverged_step))
+        writer.close()
+        (staged,) = [n for n in os.listdir(staging) if "tfevents" in n]
+        os.replace(os.path.join(staging, staged),
+                   os.path.join(self.root, cell_id, FINAL_EVENTS_FILE))
+        shutil.rmtree(staging, ignore_errors=True)
 
     def close(self) -> None:
-        for writer in self.writers:
+        for writer in self.writers.values():
             writer.close()

@@ -1,17 +1,22 @@
 """A sweep: keras-tuner hands out cells, the engine trains them in packs, the ledger keeps them.
 
 Every cell ends in exactly one terminal ledger record (complete / diverged / failed) and
-one TensorBoard run. Running the same sweep again skips cells that have a record, so a
-crashed or preempted sweep resumes where it stopped.
+one TensorBoard run. Running the same sweep again skips cells that have a record and
+resumes the pack that was running from its last checkpoint (resume.py), so a killed,
+preempted (SIGTERM) or disk-full sweep picks up where it stopped.
 """
 
+import contextlib
+import dataclasses
 import datetime
 import json
 import os
 import platform
+import shutil
+import sys
 import time
 import traceback
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import keras
 import keras_tuner as kt
@@ -25,6 +30,8 @@ from tf_sgd_regimes import experiments
 from tf_sgd_regimes import grid
 from tf_sgd_regimes import ledger
 from tf_sgd_regimes import progress as progress_lib
+from tf_sgd_regimes import resume
+from tf_sgd_regimes import signals
 from tf_sgd_regimes import strategy as strategy_lib
 from tf_sgd_regimes import summaries
 
@@ -47,8 +54,12 @@ def load_dataset(config):
     return data_registry.get_dataset(name, **fields)
 
 
-def prepare_workdir(workdir: str, config) -> None:
-    """Saves the config, or checks that a resumed sweep has a compatible one."""
+def prepare_workdir(workdir: str, config) -> bool:
+    """Saves the config, or checks that a resumed sweep has a compatible one.
+
+    Returns:
+      True if config.json was new or changed (e.g. the grid grew).
+    """
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, CONFIG_FILE)
     current = experiments.to_dict(config)
@@ -66,17 +77,71 @@ def prepare_workdir(workdir: str, config) -> None:
                 f"work directory {workdir} holds a sweep with a different config: {reason}. "
                 f"To resume it, run with the saved config ({path}); to start fresh, pass a new "
                 "--workdir (or delete this one).")
+        if saved == current:
+            return False
     ledger.write_atomic(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
+    return True
+
+
+Preempted = engine_lib.Preempted
+RUNNING = kt.engine.trial.TrialStatus.RUNNING
+STOPPED = kt.engine.trial.TrialStatus.STOPPED
+# Errors that make a pack untrainable: its cells are recorded as failed, the sweep goes on.
+TRAINING_ERRORS = (tf.errors.ResourceExhaustedError, tf.errors.InvalidArgumentError,
+                   ValueError, RuntimeError)
+
+
+class DiskFullError(RuntimeError):
+    """No space left on device: the sweep stopped; records written so far are intact."""
+
+
+class SweepCheckpoint(engine_lib.PackCheckpoint):
+    """A PackCheckpoint that tells the sweep what it did and outlives training.
+
+    The engine clears its checkpoint when training ends; ours stays until the pack's
+    records are in the ledger (discard), so a kill in between resumes from it instead
+    of retraining the pack from step 0.
+    """
+
+    saved_step: Optional[int] = None
+    restored_step: int = 0
+
+    def save(self, runner, identity: dict, step: int) -> None:
+        super().save(runner, identity, step)
+        self.saved_step = int(step)
+
+    def restore(self, runner, identity: dict) -> int:
+        self.restored_step = super().restore(runner, identity)
+        return self.restored_step
+
+    def clear(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        super().clear()
+
+
+@dataclasses.dataclass
+class Pack:
+    cells: List[grid.Cell]  # the members, in grid order
+    trials: Dict[str, object]  # cell_id -> keras-tuner Trial, for cells still without record
 
 
 class Sweep:
-    """Runs one experiment's sweep in a work directory."""
+    """Runs one experiment's sweep in a work directory (alone, or as a keras-tuner worker).
+
+    Args:
+      oracle: None builds a local grid oracle, rebuilt from the ledger on every start;
+        a keras-tuner OracleClient makes this a worker of a chief (distributed.py).
+      tuner_id: this worker's name; a restarted worker must reuse it to reclaim its pack.
+    """
 
     def __init__(self, config, workdir: str, strategy: Optional[tf.distribute.Strategy] = None,
                  dataset=None, tuner_id: str = "worker0", oracle=None,
-                 stream=None, progress_interval_s: float = 5.0):
+                 stream=None, progress_interval_s: float = 5.0, idle_poll_s: float = 1.0):
         self.config = config
         self.workdir = workdir
+        self.stream = stream
         self._engine = None
         if config.engine == "nqm":
             # The noisy quadratic model: closed-form dynamics, no data set, no TensorFlow.
@@ -91,15 +156,24 @@ class Sweep:
                                                                   config.tpu_address)
         experiments.validate(config, self.dataset.num_train,
                              strategy_lib.num_replicas(self.strategy))
-        prepare_workdir(workdir, config)
+        self._config_changed = prepare_workdir(workdir, config)
         self.config_hash = experiments.config_hash(config)
         self.tuner_id = tuner_id
-        self.oracle = oracle or grid.make_oracle(config, os.path.join(workdir, "keras_tuner"))
+        self.is_worker = oracle is not None
+        if oracle is None:
+            tuner_dir = os.path.join(workdir, "keras_tuner")
+            grid.reset_tuner_state(tuner_dir, report=self._say)
+            oracle = grid.make_oracle(config, tuner_dir)
+        self.oracle = oracle
         self.cells = grid.all_cells(config, self.dataset.steps_per_epoch)
-        self.stream = stream
+        self._index = {c.cell_id: i for i, c in enumerate(self.cells)}
         self.progress_interval_s = progress_interval_s
-        self._pending = None  # a trial handed out that did not fit the last pack
-        self._trial_counter = 0
+        self.idle_poll_s = idle_poll_s
+        self._states = resume.CellStates(workdir, report=self._say)
+        self._worker_state = resume.WorkerState(workdir, tuner_id, report=self._say)
+        self._pending = []  # (trial, cell) handed out, not yet in a pack
+        self._slots: Dict[int, str] = {}  # oracle slot -> trial_id held by this worker
+        self._resume_cells: List[str] = []
 
     @property
     def engine(self) -> engine_lib.Engine:
@@ -107,43 +181,54 @@ class Sweep:
             self._engine = engine_lib.Engine(self.config, self.dataset, self.strategy)
         return self._engine
 
+    def _say(self, text: str) -> None:
+        print(text, file=self.stream or sys.stdout, flush=True)
+
     # -- cells from the oracle -------------------------------------------------------
-    def _next_trial(self):
-        if self._pending is not None:
-            trial, self._pending = self._pending, None
-            return trial
-        self._trial_counter += 1
-        trial = self.oracle.create_trial(f"{self.tuner_id}-{self._trial_counter}")
-        if trial.status != kt.engine.trial.TrialStatus.RUNNING:
+    def _is_done(self, cell_id: str) -> bool:
+        return os.path.exists(os.path.join(ledger.ledger_dir(self.workdir), f"{cell_id}.json"))
+
+    def _request(self, slot: int):
+        """The trial of oracle slot `slot`: the one this worker held there, else a new one.
+
+        keras-tuner returns the ongoing trial of a known tuner id, so slot ids that stay
+        the same across restarts give a restarted worker its trials back.
+        """
+        trial = self.oracle.create_trial(f"{self.tuner_id}/{slot}")
+        if trial.status != RUNNING:
+            return trial.status
+        cell = grid.cell_from_values(self.config, trial.hyperparameters.values,
+                                     self.dataset.steps_per_epoch)
+        if self._is_done(cell.cell_id):  # finished earlier: tell the oracle, move on
+            self._end_trial(trial, self._recorded_score(cell.cell_id))
             return None
-        return trial
+        self._slots[slot] = trial.trial_id
+        return trial, cell
+
+    def _take_trial(self):
+        """(trial, cell) of a cell without a record, or the oracle's status (IDLE/STOPPED)."""
+        while True:
+            slot = min(set(range(len(self._slots) + 1)) - set(self._slots))
+            got = self._request(slot)
+            if got is not None:
+                return got
 
     def _end_trial(self, trial, score: float, status: str = "COMPLETED") -> None:
-        self.oracle.update_trial(trial.trial_id, {"score": float(score)})
-        trial.status = status
-        self.oracle.end_trial(trial)
+        for slot, trial_id in list(self._slots.items()):
+            if trial_id == trial.trial_id:
+                del self._slots[slot]
+        try:
+            self.oracle.update_trial(trial.trial_id, {"score": float(score)})
+            trial.status = status
+            self.oracle.end_trial(trial)
+        except Exception as e:  # noqa: BLE001 - a restarted chief forgot this trial
+            if not self.is_worker:
+                raise
+            self._say(f"[sweep] warning: the chief did not take the end of trial "
+                      f"{trial.trial_id} ({type(e).__name__}); the ledger has its record")
 
     def _worst_score(self) -> float:
         return -1e30 if self.config.analysis.selection_mode == "max" else 1e30
-
-    def next_pack(self, done: set) -> list:
-        """Consecutive cells that share batch size and budget: [(trial, cell), ...]."""
-        limit = int(self.config.sweep.pack_size) or 10**9
-        pack = []
-        while len(pack) < limit:
-            trial = self._next_trial()
-            if trial is None:
-                break
-            cell = grid.cell_from_values(self.config, trial.hyperparameters.values,
-                                         self.dataset.steps_per_epoch)
-            if cell.cell_id in done:  # finished in an earlier run: tell the oracle, move on
-                self._end_trial(trial, self._recorded_score(cell.cell_id))
-                continue
-            if pack and cell.pack_key != pack[0][1].pack_key:
-                self._pending = trial
-                break
-            pack.append((trial, cell))
-        return pack
 
     def _recorded_score(self, cell_id: str) -> float:
         path = os.path.join(ledger.ledger_dir(self.workdir), f"{cell_id}.json")
@@ -152,89 +237,221 @@ class Sweep:
         value = (record.get("metrics") or {}).get(self.config.analysis.selection_metric)
         return self._worst_score() if value is None else float(value)
 
+    def _reclaim(self) -> None:
+        """Takes back the trials and pack this worker held when it stopped."""
+        state = self._worker_state.load()
+        self._resume_cells = state["cells"]
+        for slot in state["slots"]:
+            got = self._request(slot)
+            if isinstance(got, tuple):
+                self._pending.append(got)
+
+    def _resume_pack(self) -> Optional[Pack]:
+        """The pack that was training when the worker stopped, with the same members.
+
+        The same members give the same checkpoint (it resumes mid-training) and the same
+        numbers (a pack's shape changes float rounding); members already recorded are
+        trained again but not recorded twice.
+        """
+        members = sorted((self.cells[self._index[c]] for c in self._resume_cells
+                          if c in self._index), key=lambda c: self._index[c.cell_id])
+        self._resume_cells = []
+        wanted = {c.cell_id for c in members if not self._is_done(c.cell_id)}
+        if not wanted:
+            return None
+        in_hand = {cell.cell_id: trial for trial, cell in self._pending
+                   if cell.cell_id in wanted}
+        while set(in_hand) != wanted:
+            got = self._take_trial()
+            if not isinstance(got, tuple):
+                break
+            self._pending.append(got)
+            if got[1].cell_id not in wanted:
+                break
+            in_hand[got[1].cell_id] = got[0]
+        if set(in_hand) != wanted:
+            return None
+        self._pending = [(t, c) for t, c in self._pending if c.cell_id not in wanted]
+        return Pack(members, in_hand)
+
+    def next_pack(self, done=None):
+        """The next Pack (cells sharing batch size and budget), or IDLE / STOPPED."""
+        if self._resume_cells:
+            pack = self._resume_pack()
+            if pack is not None:
+                return pack
+        limit = int(self.config.sweep.pack_size) or 10**9
+        self._pending.sort(key=lambda item: self._index[item[1].cell_id])
+        chosen, status = [], STOPPED
+        for item in list(self._pending):
+            if len(chosen) < limit and item[1].pack_key == self._pending[0][1].pack_key:
+                chosen.append(item)
+        self._pending = [item for item in self._pending if item not in chosen]
+        while len(chosen) < limit:
+            got = self._take_trial()
+            if not isinstance(got, tuple):
+                status = got
+                break
+            if chosen and got[1].pack_key != chosen[0][1].pack_key:
+                self._pending.append(got)
+                break
+            chosen.append(got)
+        if not chosen:
+            return status
+        cells = sorted((c for _, c in chosen), key=lambda c: self._index[c.cell_id])
+        return Pack(cells, {c.cell_id: t for t, c in chosen})
+
+    def grid_done(self) -> bool:
+        return all(self._is_done(c.cell_id) for c in self.cells)
+
     # -- running ---------------------------------------------------------------------
-    def run(self, on_pack: Optional[Callable[[List[dict]], None]] = None) -> List[dict]:
-        """Trains every cell without a record; returns all records of the sweep."""
+    def run(self, on_pack: Optional[Callable[[List[dict]], None]] = None,
+            should_stop: Optional[Callable[[], bool]] = None) -> List[dict]:
+        """Trains every cell without a record; returns all records of the sweep.
+
+        Raises:
+          Preempted: SIGTERM (or should_stop) arrived; the running pack's checkpoint is
+            saved and the next start resumes it.
+          DiskFullError: no space left; records so far are intact, re-run once freed.
+          ledger.LedgerError: a corrupt ledger record (the message says what to do).
+        """
         records = ledger.read(self.workdir)
         done = ledger.done_cell_ids(records)
-        grid_ids = {c.cell_id for c in self.cells}
         remaining = [c for c in self.cells if c.cell_id not in done]
-        total_work = sum(c.steps for c in remaining)
-        progress = progress_lib.Progress(len(grid_ids), total_work,
-                                         done_cells=len(grid_ids & done), stream=self.stream,
-                                         min_interval_s=self.progress_interval_s)
-        summaries.write_experiment(self.workdir, self.config, self.dataset.task,
-                                   self.dataset.split)
-        while True:
-            pack = self.next_pack(done)
-            if not pack:
-                break
-            new_records = self._run_pack(pack, progress)
-            done |= {r["cell_id"] for r in new_records}
-            if on_pack is not None:
-                on_pack(new_records)
+        progress = progress_lib.Progress(
+            len(self.cells), sum(progress_lib.cell_work(c.steps, c.batch_size)
+                                 for c in remaining),
+            done_cells=len(self.cells) - len(remaining), stream=self.stream,
+            min_interval_s=self.progress_interval_s)
+        root_logged = os.path.isdir(summaries.tensorboard_dir(self.workdir)) and any(
+            n.startswith("events") for n in os.listdir(summaries.tensorboard_dir(self.workdir)))
+        stop_request = signals.StopRequest() if should_stop is None else None
+        try:
+            with stop_request or contextlib.nullcontext():
+                stop = should_stop or stop_request
+                if not self.is_worker and (self._config_changed or not root_logged):
+                    summaries.write_experiment(self.workdir, self.config,
+                                               self.dataset.task, self.dataset.split)
+                self._reclaim()
+                while not stop():
+                    pack = self.next_pack()
+                    if not isinstance(pack, Pack):
+                        if pack == STOPPED or self.grid_done():
+                            break
+                        time.sleep(self.idle_poll_s)  # IDLE: other workers hold the rest
+                        continue
+                    new_records = self._run_pack(pack, progress, stop)
+                    if on_pack is not None:
+                        on_pack(new_records)
+                else:
+                    raise Preempted("stop requested (SIGTERM); the next start resumes")
+        except Exception as e:
+            if resume.is_disk_full(e):
+                have = len(ledger.read(self.workdir))
+                raise DiskFullError(
+                    f"no space left on device while writing under {self.workdir} ({e}). "
+                    f"The sweep stopped cleanly; the {have} records written so far are intact. "
+                    "Free some space and re-run the same command: it resumes.") from e
+            raise
+        if not self.is_worker and self.grid_done():
+            shutil.rmtree(resume.checkpoints_dir(self.workdir), ignore_errors=True)
         return ledger.read(self.workdir)
 
-    def _run_pack(self, pack, progress) -> List[dict]:
-        cells = [cell for _, cell in pack]
-        first = cells[0]
+    def _train(self, members, first, checkpoint, on_chunk, should_stop):
+        try:
+            return self.engine.train_pack(members, first.batch_size, first.steps, on_chunk,
+                                          checkpoint=checkpoint, should_stop=should_stop)
+        except engine_lib.CheckpointError as e:
+            # Retraining from step 0 loses time, not correctness; the TensorBoard marks
+            # keep already-written steps from being written again.
+            self._say(f"[sweep] warning: {e}; retraining the pack from step 0")
+            checkpoint.discard()
+            return self.engine.train_pack(members, first.batch_size, first.steps, on_chunk,
+                                          checkpoint=checkpoint, should_stop=should_stop)
+
+    def _run_pack(self, pack: Pack, progress, should_stop) -> List[dict]:
+        cells, first = pack.cells, pack.cells[0]
+        ids = [c.cell_id for c in cells]
+        open_cells = [c for c in cells if c.cell_id in pack.trials]
+        # Persisted before training: a restarted worker re-forms exactly this pack.
+        self._worker_state.save(ids, list(self._slots))
+        attempts = self._states.start([c.cell_id for c in open_cells])
         members = [engine_lib.Member(c.cell_id, c.effective_lr, c.momentum, c.seed)
                    for c in cells]
-        label = f"pack B={first.batch_size} steps={first.steps} members={len(cells)}"
-        progress.start_pack(label)
-        writers = summaries.PackWriters(self.workdir, [c.cell_id for c in cells])
-        pack_id = f"{self.tuner_id}-{pack[0][0].trial_id}"
+        checkpoint = SweepCheckpoint(
+            os.path.join(resume.checkpoints_dir(self.workdir),
+                         resume.pack_key(ids, first.batch_size, first.steps)),
+            float(self.config.train.checkpoint_every_s))
+        step_work = len(cells) * progress_lib.cell_work(1, first.batch_size)
+        progress.start_pack(f"pack B={first.batch_size} steps={first.steps} "
+                            f"members={len(cells)}", step_work * first.steps)
+        writers = summaries.PackWriters(self.workdir, ids, states=self._states,
+                                        active=pack.trials)
+        pack_id = f"{self.tuner_id}-{pack.trials[open_cells[0].cell_id].trial_id}"
         log_every = int(self.config.train.log_every_steps)
-        last_logged = [0]
+        last_logged = [None]
 
         def on_chunk(report: engine_lib.ChunkReport) -> None:
+            if last_logged[0] is None:
+                last_logged[0] = checkpoint.restored_step
+                if checkpoint.restored_step:
+                    progress.pack_resumed(checkpoint.restored_step * step_work)
             if not log_every or report.step - last_logged[0] >= log_every \
                     or report.step == report.total_steps:
                 writers.scalars(report.step, {"train/loss": report.mean_loss,
                                               "train/effective_lr": report.effective_lr})
                 last_logged[0] = report.step
+            if checkpoint.saved_step == report.step:
+                writers.flush()  # only now: nothing on disk runs ahead of the checkpoint
             alive = int(np.sum(report.diverged_at < 0))
-            progress.pack_step(report.step * len(cells),
+            progress.pack_step(report.step * step_work,
                                f"step {report.step}/{report.total_steps} alive {alive}")
 
         start = time.perf_counter()
         try:
-            results = self.engine.train_pack(members, first.batch_size, first.steps, on_chunk)
-            error = None
-        except (tf.errors.ResourceExhaustedError, tf.errors.InvalidArgumentError,
-                ValueError, RuntimeError) as e:
-            # A pack that cannot train is recorded as failed, cell by cell; the sweep goes on.
-            results, error = None, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"
-        wall = (time.perf_counter() - start) / len(cells)
-        records = []
-        for k, (trial, cell) in enumerate(pack):
-            record = {
-                "cell_id": cell.cell_id,
-                "experiment": self.config.name,
-                "hparams": cell.hparams(),
-                "wall_time_s": wall,
-                "attempt": 1,
-                "config_hash": self.config_hash,
-                "versions": versions(),
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                "pack_id": pack_id,
-            }
-            if results is None:
-                record.update(status="failed", metrics={}, diverged_step=None, error=error,
-                              steps_done=0)
-            else:
-                result = results[k]
-                record.update(status=result.status, metrics=result.metrics,
-                              diverged_step=result.diverged_step, error=None,
-                              steps_done=result.steps_done)
-                writers.final(k, cell.cell_id, cell.hparams(), result.metrics,
-                              result.diverged_step, result.steps_done)
-            ledger.append(self.workdir, record)
-            score = record["metrics"].get(self.config.analysis.selection_metric)
-            self._end_trial(trial, self._worst_score() if score is None else score,
-                            "FAILED" if record["status"] == "failed" else "COMPLETED")
-            records.append(record)
-        writers.close()
+            try:
+                results, error = self._train(members, first, checkpoint, on_chunk,
+                                             should_stop), None
+            except TRAINING_ERRORS as e:
+                if isinstance(e, Preempted) or resume.is_disk_full(e):
+                    raise
+                # A pack that cannot train is recorded as failed, cell by cell.
+                results = None
+                error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"
+            writers.flush()
+            wall = (time.perf_counter() - start) / len(cells)
+            records = []
+            for k, cell in enumerate(cells):
+                if cell.cell_id not in pack.trials:
+                    continue  # recorded by an earlier attempt; trained again for shape only
+                record = {
+                    "cell_id": cell.cell_id, "experiment": self.config.name,
+                    "hparams": cell.hparams(), "wall_time_s": wall,
+                    "attempt": attempts[cell.cell_id],
+                    "resumed_from_step": checkpoint.restored_step,
+                    "config_hash": self.config_hash, "versions": versions(),
+                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                    "pack_id": pack_id,
+                }
+                if results is None:
+                    record.update(status="failed", metrics={}, diverged_step=None,
+                                  error=error, steps_done=0)
+                else:
+                    result = results[k]
+                    record.update(status=result.status, metrics=result.metrics,
+                                  diverged_step=result.diverged_step, error=None,
+                                  steps_done=result.steps_done)
+                    writers.final(k, cell.cell_id, cell.hparams(), result.metrics,
+                                  result.diverged_step, result.steps_done)
+                ledger.append(self.workdir, record)
+                score = record["metrics"].get(self.config.analysis.selection_metric)
+                self._end_trial(pack.trials[cell.cell_id],
+                                self._worst_score() if score is None else score,
+                                "FAILED" if record["status"] == "failed" else "COMPLETED")
+                records.append(record)
+        finally:
+            writers.close()
+        checkpoint.discard()
         diverged = sum(r["status"] == "diverged" for r in records)
-        progress.end_pack(len(records), diverged, first.steps * len(cells))
+        progress.end_pack(len(records), diverged, step_work * first.steps)
         return records

@@ -334,3 +334,21 @@ def train_cells(nqm_config: dict, cells: list) -> list:
                 result.update(metrics=metrics, diverged_step=None, steps_done=steps)
             results[index] = result
     return results
+
+
+def optimal_effective_lr(nqm_config: dict, optimizer: str, momentum: float, batch_size: int,
+                         steps: int, effective_lrs) -> float:
+    """The effective lr among `effective_lrs` with the lowest exact expected final loss.
+
+    The noise-free answer a sweep estimates: no seeds, and as fine an lr grid as asked for.
+    Diverged cells (see train_cells) never win.
+    """
+    config = dict(nqm_config, seed_mode="expected")
+    cells = [{"optimizer": optimizer, "momentum": momentum, "batch_size": int(batch_size),
+              "effective_lr": float(lr), "seed": 0, "steps": int(steps)}
+             for lr in effective_lrs]
+    losses = [r["metrics"]["expected_loss"] for r in train_cells(config, cells)]
+    losses = np.array([np.inf if v is None else v for v in losses])
+    if not np.isfinite(losses).any():
+        raise ValueError(f"every effective lr diverged at B={batch_size}; try smaller ones")
+    return float(np.asarray(effective_lrs, dtype=float)[int(np.argmin(losses))])

@@ -1,0 +1,105 @@
+"""The deep autoencoder on MNIST: the paper's figure 8, table 7 and figure 10.
+
+    python -m tf_sgd_regimes.run --experiment=mnist_autoencoder_step_budget \
+        --workdir=runs/table7 --config.data.download=True
+
+Expected cost (ESTIMATES from 5.7 MFLOPs per image forward (tf.profiler) x 3 for training
+x images processed; "CPU" at the rate tools/benchmark_models.py measured, "v3-8" at 10% of
+420 TFLOP/s, since 784-1000-... layers are too small to fill the matrix units):
+
+| experiment | paper | cells | training FLOPs | 2 CPU cores | TPU v3-8 |
+|---|---|---|---|---|---|
+| mnist_autoencoder_epoch_budget | fig 8 | 1,540 | 1.6e17 | ~6 years | ~11 hours |
+| mnist_autoencoder_step_budget | table 7 | 252 | 1.4e17 | ~5 years | ~9 hours |
+| mnist_autoencoder_variable_epoch_budget | fig 10 | 490 | 8.4e16 | ~3 years | ~6 hours |
+
+The reconstruction error is the squared error summed over the 784 pixels (the paper's
+values of 2-3), averaged over images; L2 1e-5 on the weights. The learning-rate grid
+doubles from 0.01 (table 7 prints 0.08; figure 10 names 0.002 and 0.004, which are
+0.02 and 0.04 as effective rates at m = 0.9). 7 seeds per point, mean of the best 5.
+"""
+
+from tf_sgd_regimes.configs import common
+
+MNIST_TRAIN = 60_000
+
+
+def _grid(low: int, high: int) -> tuple:
+    """0.01 * 2^k for k = low..high: the doubling grid through the paper's 0.08."""
+    return tuple(0.01 * 2.0**k for k in range(low, high + 1))
+
+
+def _base():
+    config = common.base_config()
+    config.data = dict(name="mnist_autoencoder", data_dir=None, download=False,
+                       validation_fraction=0.0)
+    config.model = dict(name="autoencoder", widths=(1000, 500, 250, 30), init="sparse")
+    config.l2 = 1e-5
+    config.l2_scope = "kernels"
+    # Sigmoid outputs bound the error by 784 per image: only NaN/inf or runaway weights
+    # (through the L2 term) exceed this.
+    config.train.divergence_loss = 1e3
+    config.train.eval_batch_size = 1000
+    config.sweep.optimizers = ("sgd", "momentum")
+    config.sweep.seeds = tuple(range(7))
+    config.analysis.best_k = 5
+    config.analysis.num_seeds = 7
+    config.analysis.selection_metric = "test_mse"
+    config.analysis.selection_mode = "min"
+    config.analysis.train_metric = "train_mse"
+    return config
+
+
+def mnist_autoencoder_epoch_budget():
+    """Figure 8: 200 epochs, SGD and Momentum, B 8..4096."""
+    config = _base()
+    config.description = "Autoencoder MNIST, 200 epochs, SGD vs Momentum (fig 8)"
+    config.cost = "~11 hours on a TPU v3-8 (estimate)"
+    config.budget.kind = "epochs"
+    config.budget.epochs = 200.0
+    config.sweep.batch_sizes = tuple(2**i for i in range(3, 13))  # 8 .. 4096
+    config.sweep.effective_lrs = _grid(-4, 6)  # 0.000625 .. 0.64
+    return config
+
+
+def mnist_autoencoder_step_budget():
+    """Table 7: 156,250 steps, Momentum, B 64..4096."""
+    config = _base()
+    config.description = "Autoencoder MNIST, 156,250 steps, Momentum (table 7)"
+    config.cost = "~9 hours on a TPU v3-8 (estimate)"
+    config.budget.kind = "steps"
+    config.budget.steps = 156_250  # 200 epochs at B = 64 (as the paper counts it)
+    config.sweep.optimizers = ("momentum",)
+    config.sweep.batch_sizes = (64, 256, 1024, 4096)
+    config.sweep.effective_lrs = _grid(-2, 6)  # table 7: 0.08 at every B
+    config.analysis.paper_reference = "table7"
+    return config
+
+
+def mnist_autoencoder_variable_epoch_budget():
+    """Figure 10: B = 32, Momentum, epoch budgets 12.5 .. 800."""
+    config = _base()
+    config.description = "Autoencoder MNIST, B=32, Momentum, epoch budgets 12.5..800 (fig 10)"
+    config.cost = "~6 hours on a TPU v3-8 (estimate)"
+    config.budget.kind = "epochs"
+    config.budget.epochs = 200.0  # unused: every cell takes its budget from the sweep
+    config.sweep.optimizers = ("momentum",)
+    config.sweep.batch_sizes = (32,)
+    config.sweep.epoch_budgets = tuple(12.5 * 2**k for k in range(7))  # 12.5 .. 800
+    config.sweep.effective_lrs = _grid(-4, 5)
+    return config
+
+
+_VARIANTS = {
+    "mnist_autoencoder_epoch_budget": mnist_autoencoder_epoch_budget,
+    "mnist_autoencoder_step_budget": mnist_autoencoder_step_budget,
+    "mnist_autoencoder_variable_epoch_budget": mnist_autoencoder_variable_epoch_budget,
+}
+
+
+def get_config(variant: str = "mnist_autoencoder_step_budget"):
+    if variant not in _VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {sorted(_VARIANTS)}")
+    config = _VARIANTS[variant]()
+    config.name = variant
+    return config

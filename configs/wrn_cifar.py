@@ -1,0 +1,160 @@
+"""Wide-ResNets on CIFAR-10/100: the paper's figures 1, 5, 6 and tables 3, 4, 5.
+
+    python -m tf_sgd_regimes.run --experiment=wrn16_4_cifar10_epoch_budget --workdir=runs/fig1
+
+Expected cost (ESTIMATES from forward FLOPs per example x 3 for training x examples
+processed, not measurements; "CPU" = the 2 cores of the benchmark machine at the rate
+tools/benchmark_models.py measured for the model, "v3-8" = 35% of its 420 TFLOP/s):
+
+| experiment | paper | cells | training FLOPs | 2 CPU cores | TPU v3-8 |
+|---|---|---|---|---|---|
+| wrn16_4_cifar10_epoch_budget | fig 1 | 3,240 | 7.6e19 | ~6,000 years | ~17 days |
+| wrn16_4_cifar10_lr_sweep | fig 5 | 840 | 2.0e19 | ~1,600 years | ~4.4 days |
+| wrn16_4_cifar10_skipinit_epoch_budget | fig 6 | 3,240 | 7.6e19 | ~6,000 years | ~17 days |
+| wrn16_4_cifar10_skipinit_step_budget | table 3 | 1,200 | 2.6e20 | ~21,000 years | ~57 days |
+| wrn28_10_cifar100_step_budget | table 4 | 1,470 | 3.6e21 | ~290,000 years | ~2.2 years |
+| wrn28_10_cifar100_skipinit_step_budget | table 5 | 840 | 2.0e21 | ~160,000 years | ~1.2 years |
+
+WRN-16-4 is 0.79 GFLOPs per 32x32 image forward, WRN-28-10 10.5 GFLOPs (tf.profiler).
+These are the paper's full grids (15 seeds per point); shrink them with overrides, e.g.
+--config.sweep.seeds='(0,1,2)' --config.sweep.batch_sizes='(64,256,1024)'. The largest
+WRN-28-10 batches (8192, 16384) do not fit a v3-8's memory: the engine has no gradient
+accumulation, so they need a larger slice (batch size is the global batch).
+
+Grid bounds the paper does not print (figure 1, 5, 6 learning-rate ranges and figure 1's
+batch-size range) are chosen so each optimum lies inside the grid with room on both
+sides (the report flags an optimum on the edge).
+"""
+
+from tf_sgd_regimes.configs import common
+
+CIFAR_TRAIN = 50_000
+
+
+def _base(dataset: str = "cifar10", depth: int = 16, width: int = 4,
+          normalization: str = "batch_norm"):
+    config = common.base_config()
+    config.data = dict(name=dataset, data_dir=None, download=False, validation_fraction=0.0,
+                       augment=True)
+    config.model = dict(name="wide_resnet", depth=depth, width=width,
+                        normalization=normalization, ghost_batch_size=64)
+    config.l2 = 5e-4  # the paper's L2 for every residual network
+    # BN: every parameter decayed, as Zagoruyko & Komodakis. SkipInit: "Regularized
+    # SkipInit" puts the SkipInit scalars and biases under the L2 term too.
+    config.l2_scope = "all"
+    config.sweep.optimizers = ("sgd", "momentum")
+    config.sweep.momentum = 0.9
+    config.sweep.seeds = tuple(range(15))
+    config.analysis.best_k = 12  # mean of the best 12 of 15 runs
+    config.analysis.num_seeds = 15
+    config.analysis.selection_metric = "test_accuracy"
+    config.analysis.selection_mode = "max"
+    config.train.eval_batch_size = 1000  # divides the 10,000 test images and 8 replicas
+    # Cross-entropy starts at ln(C) <= 4.6: a loss of 100 is a run that has left the rails.
+    config.train.divergence_loss = 100.0
+    # One learning rate's 15 seeds per pack: memory, not compute, bounds a pack of WRNs.
+    config.sweep.pack_size = 15
+    return config
+
+
+def _epoch_budget(normalization: str):
+    config = _base(normalization=normalization)
+    config.budget.kind = "epochs"
+    config.budget.epochs = 200.0
+    config.sweep.batch_sizes = tuple(2**i for i in range(4, 13))  # 16 .. 4096
+    return config
+
+
+def wrn16_4_cifar10_epoch_budget():
+    """Figure 1: WRN-16-4 with ghost batch norm, 200 epochs, SGD and Momentum."""
+    config = _epoch_budget("batch_norm")
+    config.description = "WRN-16-4 (ghost BN) CIFAR-10, 200 epochs, SGD vs Momentum (fig 1)"
+    # Optima run from ~2^-4 at B=16 to ~2^3 at B=4096 (table 4's BN optima reach 2^5).
+    config.sweep.effective_lrs = common.powers_of_two(-7, 5)
+    config.cost = "~17 days on a TPU v3-8 (estimate); years on CPU"
+    return config
+
+
+def wrn16_4_cifar10_lr_sweep():
+    """Figure 5: full learning-rate sweeps at B = 64 and 1024, 200 epochs."""
+    config = wrn16_4_cifar10_epoch_budget()
+    config.description = "WRN-16-4 (ghost BN) CIFAR-10, LR sweep at B=64 and 1024 (fig 5)"
+    config.sweep.batch_sizes = (64, 1024)
+    # Down to tiny rates, where SGD and Momentum coincide (the figure's left side).
+    config.sweep.effective_lrs = common.powers_of_two(-10, 5)
+    config.cost = "~4.4 days on a TPU v3-8 (estimate); years on CPU"
+    return config
+
+
+def wrn16_4_cifar10_skipinit_epoch_budget():
+    """Figure 6: WRN-16-4 without batch norm (Regularized SkipInit), 200 epochs."""
+    config = _epoch_budget("skipinit")
+    config.description = ("WRN-16-4 Regularized SkipInit CIFAR-10, 200 epochs, SGD vs "
+                          "Momentum (fig 6)")
+    # Without BN the critical rate is lower: table 3's optima span 2^-4 .. 2^0.
+    config.sweep.effective_lrs = common.powers_of_two(-9, 3)
+    config.cost = "~17 days on a TPU v3-8 (estimate); years on CPU"
+    return config
+
+
+def wrn16_4_cifar10_skipinit_step_budget():
+    """Table 3: WRN-16-4 Regularized SkipInit, 156,250 steps, Momentum, B 16..2048."""
+    config = _base(normalization="skipinit")
+    config.description = ("WRN-16-4 Regularized SkipInit CIFAR-10, 156,250 steps, Momentum "
+                          "(table 3)")
+    config.budget.kind = "steps"
+    config.budget.steps = 156_250  # 200 epochs at B = 64
+    config.sweep.optimizers = ("momentum",)
+    config.sweep.batch_sizes = tuple(2**i for i in range(4, 12))  # 16 .. 2048
+    config.sweep.effective_lrs = common.powers_of_two(-7, 3)  # table 3: 2^-4 .. 2^1
+    config.analysis.paper_reference = "table3"
+    config.cost = "~57 days on a TPU v3-8 (estimate); years on CPU"
+    return config
+
+
+def wrn28_10_cifar100_step_budget():
+    """Table 4: WRN-28-10 with ghost batch norm on CIFAR-100, 9,765 steps, B 256..16384."""
+    config = _base("cifar100", depth=28, width=10, normalization="batch_norm")
+    config.description = "WRN-28-10 (ghost BN) CIFAR-100, 9,765 steps, Momentum (table 4)"
+    config.budget.kind = "steps"
+    config.budget.steps = 9_765  # 200 epochs at B = 1024
+    config.sweep.optimizers = ("momentum",)
+    config.sweep.batch_sizes = tuple(2**i for i in range(8, 15))  # 256 .. 16384
+    config.sweep.effective_lrs = common.powers_of_two(-2, 8)  # table 4: 2^1 .. 2^5
+    config.sweep.pack_size = 1  # 36.5M parameters and large batches: one member per pack
+    config.analysis.paper_reference = "table4"
+    config.cost = "~2.2 years on a TPU v3-8 (estimate; B >= 8192 needs a larger slice)"
+    return config
+
+
+def wrn28_10_cifar100_skipinit_step_budget():
+    """Table 5: WRN-28-10 Regularized SkipInit on CIFAR-100, 156,250 steps, B 32..2048."""
+    config = wrn28_10_cifar100_step_budget()
+    config.description = ("WRN-28-10 Regularized SkipInit CIFAR-100, 156,250 steps, "
+                          "Momentum (table 5)")
+    config.model.normalization = "skipinit"
+    config.budget.steps = 156_250  # 200 epochs at B = 64
+    config.sweep.batch_sizes = tuple(2**i for i in range(5, 12))  # 32 .. 2048
+    # Table 5 prints 0.025, 0.05, 0.1, 0.2: a doubling grid anchored at 0.2, not at 1.
+    config.sweep.effective_lrs = tuple(0.2 * 2.0**k for k in range(-6, 3))
+    config.analysis.paper_reference = "table5"
+    config.cost = "~1.2 years on a TPU v3-8 (estimate)"
+    return config
+
+
+_VARIANTS = {
+    "wrn16_4_cifar10_epoch_budget": wrn16_4_cifar10_epoch_budget,
+    "wrn16_4_cifar10_lr_sweep": wrn16_4_cifar10_lr_sweep,
+    "wrn16_4_cifar10_skipinit_epoch_budget": wrn16_4_cifar10_skipinit_epoch_budget,
+    "wrn16_4_cifar10_skipinit_step_budget": wrn16_4_cifar10_skipinit_step_budget,
+    "wrn28_10_cifar100_step_budget": wrn28_10_cifar100_step_budget,
+    "wrn28_10_cifar100_skipinit_step_budget": wrn28_10_cifar100_skipinit_step_budget,
+}
+
+
+def get_config(variant: str = "wrn16_4_cifar10_epoch_budget"):
+    if variant not in _VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {sorted(_VARIANTS)}")
+    config = _VARIANTS[variant]()
+    config.name = variant
+    return config

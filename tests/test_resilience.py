@@ -1,0 +1,384 @@
+"""Fault injection on a tiny CPU sweep: kill -9, SIGTERM, corrupt files, NaN, changed config, ENOSPC."""
+
+import errno
+import io
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+from absl import flags
+
+import sweep_fixtures as fx
+from tf_sgd_regimes import analysis, engine, grid, ledger, progress, resume, signals
+from tf_sgd_regimes import sweep as sweep_lib
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run of the tiny sweep: its workdir and records by cell."""
+    workdir = str(tmp_path_factory.mktemp("reference"))
+    sweep_lib.Sweep(fx.config(), workdir, stream=io.StringIO()).run()
+    return workdir, fx.read_records(workdir)
+
+
+def _expected_cells(config):
+    from tf_sgd_regimes import sweep as s
+
+    dataset = s.load_dataset(config)
+    return {c.cell_id for c in grid.all_cells(config, dataset.steps_per_epoch)}
+
+
+def _assert_same_results(records, reference_records, exact=True):
+    """Same cells, statuses and metrics; bit for bit unless a pack's shape changed
+    (packing members differently changes float rounding, ~1e-8)."""
+    assert set(records) == set(reference_records)
+    for cell_id, record in records.items():
+        expected = reference_records[cell_id]
+        assert (record["status"], record["diverged_step"], record["steps_done"]) == (
+            expected["status"], expected["diverged_step"], expected["steps_done"]), cell_id
+        if exact:
+            assert record["metrics"] == expected["metrics"], cell_id
+        else:
+            assert record["metrics"] == pytest.approx(expected["metrics"], rel=1e-5), cell_id
+
+
+def _assert_tensorboard_clean(workdir, reference_dir, cell_ids):
+    """No step twice, none backwards; every value equals the uninterrupted run's."""
+    for cell_id in cell_ids:
+        run = os.path.join(workdir, "tensorboard", cell_id)
+        seen = fx.scalar_events(run, "train/loss")
+        steps = [step for step, _ in seen]
+        assert steps == sorted(set(steps)), f"{cell_id}: duplicated or backwards steps {steps}"
+        expected = dict(fx.scalar_events(os.path.join(reference_dir, "tensorboard", cell_id),
+                                         "train/loss"))
+        for step, value in seen:
+            assert value == pytest.approx(expected[step], rel=1e-6), (cell_id, step)
+        assert len(fx.scalar_events(run, "final/diverged")) == 1, cell_id
+
+
+def _manifests(workdir):
+    root = resume.checkpoints_dir(workdir)
+    out = {}
+    if os.path.isdir(root):
+        for name in os.listdir(root):
+            path = os.path.join(root, name, engine.PackCheckpoint.MANIFEST)
+            try:
+                out[name] = os.stat(path).st_mtime_ns
+            except FileNotFoundError:
+                pass
+    return out
+
+
+def _manifest_step(workdir):
+    (name,) = _manifests(workdir)
+    path = os.path.join(resume.checkpoints_dir(workdir), name, engine.PackCheckpoint.MANIFEST)
+    with open(path) as f:
+        return json.load(f)["step"]
+
+
+def test_kill_9_and_sigterm_loop_loses_nothing_and_matches_an_uninterrupted_run(reference,
+                                                                                tmp_path):
+    """Promises 1, 3, 4, 6: SIGKILL at random moments 10+ times (mid-write too), one SIGTERM.
+
+    Kills land right after a record appears (between a pack's record writes), at a
+    random moment after a checkpoint, or at a random time from start-up (imports,
+    keras-tuner and TensorBoard writes). The SIGTERM must save a checkpoint at the step
+    it names, exit 75, and the next start must resume from it.
+    """
+    reference_dir, reference_records = reference
+    workdir = str(tmp_path / "killed")
+    rng = random.Random(4)
+    kills, resumed, preempted = 0, 0, False
+    modes = ["record", "checkpoint", "startup"]
+    for attempt in range(40):
+        process = subprocess.Popen(fx.cli_args(workdir), env=fx.env(), cwd=fx.REPO,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        mode = "sigterm" if attempt == 4 else modes[attempt % 3] if kills < 11 else "none"
+        records_before, manifests_before = len(fx.ledger_files(workdir)), _manifests(workdir)
+        if mode == "record":
+            hit = _wait_for(lambda: len(fx.ledger_files(workdir)) > records_before,
+                            process, 180)
+        elif mode in ("checkpoint", "sigterm"):
+            hit = _wait_for(lambda: bool(_manifests(workdir))
+                            and _manifests(workdir) != manifests_before, process, 180)
+            time.sleep(rng.uniform(0.0, 0.3))
+        elif mode == "startup":
+            hit = not _sleep_or_exit(process, rng.uniform(0.5, 5.0))
+        else:
+            hit = False
+        if hit and process.poll() is None:
+            if mode == "sigterm":
+                process.send_signal(signal.SIGTERM)
+            else:
+                process.kill()
+                kills += 1
+        output, _ = process.communicate(timeout=300)
+        resumed += output.count("resumed from checkpoint")
+        if process.returncode == 0:
+            break
+        if mode == "sigterm":
+            assert process.returncode == signals.EXIT_PREEMPTED, output[-3000:]
+            stopped_at = int(re.search(r"stopped at step (\d+)", output).group(1))
+            assert _manifest_step(workdir) == stopped_at  # the SIGTERM checkpoint
+            preempted = True
+            continue
+        assert process.returncode == -signal.SIGKILL, output[-3000:]
+    assert process.returncode == 0 and kills >= 10 and preempted, (kills, output[-2000:])
+    assert resumed >= 2  # packs continued mid-training from their checkpoints
+    records = fx.read_records(workdir)
+    assert set(records) == _expected_cells(fx.config())  # every cell, each once (one file)
+    assert [r["cell_id"] for r in ledger.read(workdir)] == sorted(records)
+    _assert_same_results(records, reference_records)
+    assert max(r["attempt"] for r in records.values()) >= 2  # records say which attempt
+    _assert_tensorboard_clean(workdir, reference_dir, records)
+    assert not os.path.exists(resume.checkpoints_dir(workdir))  # cleaned up at the end
+
+
+def _wait_for(predicate, process, timeout):
+    """Polls until predicate() or the process exits; True if predicate() came first."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting for the sweep")
+
+
+def _sleep_or_exit(process, seconds):
+    """Sleeps `seconds` unless the process exits first; True if it exited."""
+    try:
+        process.wait(timeout=seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+# -- in-process faults -------------------------------------------------------------------
+
+def _sweep(workdir, *extra, **kwargs):
+    stream = kwargs.pop("stream", None) or io.StringIO()
+    return sweep_lib.Sweep(fx.config(*extra), str(workdir), stream=stream,
+                           progress_interval_s=1e9, **kwargs), stream
+
+
+def test_a_corrupt_ledger_record_is_refused_with_its_path_and_what_to_do(reference, tmp_path):
+    """Promise 3 (ledger), through the CLI: exit 2, the path, the fix; then the fix works."""
+    reference_dir, reference_records = reference
+    workdir = str(tmp_path / "w")
+    _copy_ledger(reference_dir, workdir, count=4)
+    victim = fx.ledger_files(workdir)[1]
+    with open(victim, "r+") as f:
+        f.truncate(25)
+    code, stderr = _cli_in_process(workdir)
+    assert code == 2
+    assert victim in stderr and "mv " in stderr
+    os.rename(victim, victim + ".corrupt")  # what the message says to do
+    code, _ = _cli_in_process(workdir)
+    assert code == 0
+    records = fx.read_records(workdir)
+    # The victim trains in a smaller pack than in the reference run.
+    _assert_same_results(records, reference_records, exact=False)
+
+
+def _copy_ledger(source, workdir, count):
+    os.makedirs(os.path.join(workdir, "ledger"))
+    for path in fx.ledger_files(source)[:count]:
+        with open(path) as f, open(os.path.join(workdir, "ledger", os.path.basename(path)),
+                                   "w") as g:
+            g.write(f.read())
+
+
+def _cli_in_process(workdir, *extra):
+    """run.main as the CLI calls it (absl flags parsed), capturing stderr."""
+    import contextlib
+
+    from tf_sgd_regimes import run
+
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["run", f"--workdir={workdir}", "--no_report"])
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = run.main(["run"], [f"--config.{o}" for o in fx.TINY + tuple(extra)])
+    return code, err.getvalue()
+
+
+def test_corrupt_keras_tuner_files_are_reported_and_rebuilt_from_the_ledger(reference,
+                                                                             tmp_path):
+    """Promise 3 (keras-tuner state): named, rebuilt, nothing retrained."""
+    reference_dir, _ = reference
+    workdir = str(tmp_path / "w")
+    _copy_ledger(reference_dir, workdir, count=12)
+    sweep, _ = _sweep(workdir)
+    sweep.run()
+    tuner_dir = os.path.join(workdir, "keras_tuner", "oracle")
+    oracle_json = os.path.join(tuner_dir, "oracle.json")
+    trial_json = os.path.join(tuner_dir, sorted(os.listdir(tuner_dir))[3], "trial.json")
+    for path in (oracle_json, trial_json):
+        with open(path, "r+") as f:
+            f.truncate(os.path.getsize(path) // 2)
+    before = {p: os.stat(p).st_mtime_ns for p in fx.ledger_files(workdir)}
+    sweep, stream = _sweep(workdir)
+    sweep.run()
+    text = stream.getvalue()
+    assert oracle_json in text and trial_json in text and "rebuilding" in text
+    assert {p: os.stat(p).st_mtime_ns for p in fx.ledger_files(workdir)} == before
+    assert grid.check_tuner_state(os.path.join(workdir, "keras_tuner")) == []
+    with open(oracle_json) as f:
+        assert len(json.load(f)["end_order"]) == 12  # the rebuilt oracle saw every cell
+
+
+def test_a_corrupt_checkpoint_is_reported_and_the_pack_retrained(reference, tmp_path):
+    """Promise 3 (checkpoints) and 4: same numbers, no TensorBoard step twice."""
+    reference_dir, reference_records = reference
+    workdir = str(tmp_path / "w")
+    chunks = {"n": 0}
+
+    def stop_after_some_chunks():
+        chunks["n"] += 1
+        return chunks["n"] == 6
+
+    sweep, _ = _sweep(workdir, "train.checkpoint_every_s=0.0")
+    with pytest.raises(sweep_lib.Preempted):
+        sweep.run(should_stop=stop_after_some_chunks)
+    (name,) = _manifests(workdir)
+    directory = os.path.join(resume.checkpoints_dir(workdir), name)
+    (step_dir,) = [d for d in os.listdir(directory) if d.startswith("step-")]
+    data = [f for f in os.listdir(os.path.join(directory, step_dir)) if ".data-" in f][0]
+    with open(os.path.join(directory, step_dir, data), "r+b") as f:
+        f.truncate(10)
+    sweep, stream = _sweep(workdir, "train.checkpoint_every_s=0.0")
+    records = {r["cell_id"]: r for r in sweep.run()}
+    assert directory in stream.getvalue() and "retraining the pack from step 0" in \
+        stream.getvalue()
+    _assert_same_results(records, reference_records)
+    _assert_tensorboard_clean(workdir, reference_dir, records)
+
+
+def test_disk_full_stops_cleanly_and_a_restart_completes(reference, tmp_path, monkeypatch):
+    """Promise 8: ENOSPC in a ledger write, then in a checkpoint write."""
+    _, reference_records = reference
+    workdir = str(tmp_path / "w")
+    real_append, real_write = ledger.append, ledger.write_atomic
+    calls = {"append": 0}
+
+    def full_after_four_records(directory, record):
+        calls["append"] += 1
+        if calls["append"] > 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_append(directory, record)
+
+    monkeypatch.setattr(ledger, "append", full_after_four_records)
+    code, stderr = _cli_in_process(workdir)
+    assert code == signals.EXIT_DISK_FULL
+    assert "no space left" in stderr.lower() and "re-run" in stderr
+    kept = {p: open(p).read() for p in fx.ledger_files(workdir)}
+    assert len(kept) == 4 and len(ledger.read(workdir)) == 4
+
+    def full_for_checkpoints(path, text, fsync=True):
+        if path.endswith(engine.PackCheckpoint.MANIFEST):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, text, fsync)
+
+    monkeypatch.setattr(ledger, "append", real_append)
+    monkeypatch.setattr(ledger, "write_atomic", full_for_checkpoints)
+    sweep, _ = _sweep(workdir)
+    with pytest.raises(sweep_lib.DiskFullError, match="records written so far are intact"):
+        sweep.run()
+    assert {p: open(p).read() for p in kept} == kept
+
+    monkeypatch.setattr(ledger, "write_atomic", real_write)  # space freed
+    code, _ = _cli_in_process(workdir)
+    assert code == 0
+    records = fx.read_records(workdir)
+    assert {p: open(p).read() for p in kept} == kept
+    _assert_same_results(records, reference_records)
+
+
+def test_a_changed_config_is_refused_and_a_grown_grid_runs_only_new_cells(reference, tmp_path):
+    """Promise 7, through the CLI."""
+    reference_dir, reference_records = reference
+    workdir = str(tmp_path / "w")
+    _copy_ledger(reference_dir, workdir, count=12)
+    code, _ = _cli_in_process(workdir)  # saves config.json; nothing left to train
+    assert code == 0
+    code, stderr = _cli_in_process(workdir, "l2=0.001")
+    assert code == 2 and "l2" in stderr and "--workdir" in stderr
+    code, stderr = _cli_in_process(workdir, "sweep.seeds=(0,)")
+    assert code == 2 and "sweep.seeds" in stderr and "dropped" in stderr
+    before = {p: open(p).read() for p in fx.ledger_files(workdir)}
+    code, _ = _cli_in_process(workdir, "sweep.effective_lrs=(0.05,0.1,0.2,0.8)")
+    assert code == 0
+    records = fx.read_records(workdir)
+    assert {p: open(p).read() for p in before} == before  # never rewritten
+    new = set(records) - set(reference_records)
+    assert len(new) == 4 and all("_lr0.1_" in c for c in new)
+
+
+def test_divergence_never_stops_a_sweep_and_is_never_optimal(tmp_path):
+    """Promise 5: 4 cells in a row diverge at step 1; the sweep finishes; optimum is finite."""
+    sweep, _ = _sweep(tmp_path, "sweep.batch_sizes=(32,)", "sweep.optimizers=('sgd',)",
+                      "sweep.effective_lrs=(0.1,0.4,64.0,128.0)", "train.divergence_loss=5.0",
+                      "train.checkpoint_every_s=0.0")
+    records = sweep.run()
+    assert len(records) == 8
+    diverged = [r for r in records if r["status"] == "diverged"]
+    assert {r["hparams"]["effective_lr"] for r in diverged} == {64.0, 128.0}
+    assert len(diverged) == 4 and all(r["diverged_step"] is not None for r in diverged)
+    assert all(r["diverged_step"] <= 2 for r in diverged)
+    assert all(v is None for r in diverged for v in r["metrics"].values())
+    settings = analysis.settings_from(sweep.config.analysis)
+    optimal = analysis.optima(analysis.cell_stats(records, settings), settings)
+    assert set(optimal["optimal_lr"]) == {0.4}
+
+
+def test_a_cell_that_diverges_after_a_good_epoch_is_still_diverged(tmp_path):
+    """Promise 5: warmup into a huge learning rate; the loss falls, then blows up."""
+    sweep, _ = _sweep(tmp_path, "budget.epochs=3.0", "sweep.batch_sizes=(32,)",
+                      "sweep.optimizers=('sgd',)", "sweep.effective_lrs=(2.0,4.0,8.0)",
+                      "sweep.seeds=(0,1,2,3)", "sweep.pack_size=0", "schedule.warmup_steps=135",
+                      "train.divergence_loss=5.0", "train.checkpoint_every_s=0.0")
+    records = sweep.run()
+    assert len(records) == 12
+    steps_per_epoch = sweep.dataset.steps_per_epoch(32)
+    late = [r for r in records if r["status"] == "diverged"
+            and r["diverged_step"] > steps_per_epoch]
+    assert late, [(r["cell_id"], r["diverged_step"]) for r in records]
+    for record in late:
+        assert all(v is None for v in record["metrics"].values())
+        losses = fx.scalar_events(os.path.join(tmp_path, "tensorboard", record["cell_id"]),
+                                  "train/loss")
+        before = [value for step, value in losses if step <= record["diverged_step"] - 8]
+        assert before[-1] < 0.8 * before[0]  # it was learning first (loss down by > 20%)
+
+
+def test_progress_eta_weights_steps_by_batch_plus_overhead():
+    """Overall and per-pack ETA from work = steps x (B + 32), with a fake clock."""
+    now = [0.0]
+    out = io.StringIO()
+    small, large = progress.cell_work(100, 4), progress.cell_work(100, 1024)
+    assert small == 100 * 36 and large == 100 * 1056
+    meter = progress.Progress(2, small + large, stream=out, min_interval_s=0.0,
+                              clock=lambda: now[0])
+    meter.start_pack("small", small)
+    now[0] = 10.0
+    meter.pack_step(small / 2)
+    assert meter.pack_eta() == pytest.approx(10.0)
+    assert meter.eta() == pytest.approx(10.0 / (small / 2) * (small / 2 + large))
+    meter.end_pack(1, 0, small)
+    meter.start_pack("large", large)
+    meter.pack_resumed(large / 4)  # restored work is done but was not paid for now
+    now[0] = 30.0
+    meter.pack_step(large / 2)
+    assert meter.pack_eta() == pytest.approx(20.0 / (large / 4) * (large / 2))
+    lines = out.getvalue().splitlines()
+    assert all(line.startswith("[sweep] cells ") for line in lines)
+    assert "\r" not in out.getvalue() and "ETA" in lines[-1]
