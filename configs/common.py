@@ -33,6 +33,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.sweep.effective_lrs = powers_of_two(-6, 0)
     config.sweep.seeds = (0, 1, 2)
     config.sweep.epoch_budgets = ()  # non-empty: a variable epoch budget sweep
+    # Grow the LR grid where an optimum sits on its edge (edges.py, --extend_edges).
+    config.sweep.extend_edges = ml_collections.ConfigDict({
+        "enabled": False, "max_rounds": 4, "max_added_per_edge": 4, "lrs_per_round": 1,
+        "step": 0.0})  # step 0 = the grid's own ratio at that edge
     config.sweep.pack_size = 0  # members per pack; 0 = every lr and seed of one (opt, B)
 
     config.train = ml_collections.ConfigDict()

@@ -3,15 +3,16 @@
     python -m tf_sgd_regimes.run --experiment=mnist_autoencoder_step_budget \
         --workdir=runs/table7 --config.data.download=True
 
-Expected cost (ESTIMATES from 5.7 MFLOPs per image forward (tf.profiler) x 3 for training
-x images processed; "CPU" at the rate tools/benchmark_models.py measured, "v3-8" at 10% of
-420 TFLOP/s, since 784-1000-... layers are too small to fill the matrix units):
+Expected cost (ESTIMATES, not measurements: 5.7 MFLOPs per image forward (tf.profiler) x 3
+for training x images processed; "CPU" at the 67 GFLOP/s tools/benchmark_models.py
+measured on 2 cores at B=256 (small batches run slower), "v3-8" at 10% of 420 TFLOP/s,
+since layers this small do not fill the matrix units):
 
 | experiment | paper | cells | training FLOPs | 2 CPU cores | TPU v3-8 |
 |---|---|---|---|---|---|
-| mnist_autoencoder_epoch_budget | fig 8 | 1,540 | 1.6e17 | ~6 years | ~11 hours |
-| mnist_autoencoder_step_budget | table 7 | 252 | 1.4e17 | ~5 years | ~9 hours |
-| mnist_autoencoder_variable_epoch_budget | fig 10 | 490 | 8.4e16 | ~3 years | ~6 hours |
+| mnist_autoencoder_epoch_budget | fig 8 | 1,540 | 3.1e17 | ~2 months | ~2 hours |
+| mnist_autoencoder_step_budget | table 7 | 252 | 9.1e17 | ~5 months | ~6 hours |
+| mnist_autoencoder_variable_epoch_budget | fig 10 | 490 | 1.1e17 | ~3 weeks | ~1 hour |
 
 The reconstruction error is the squared error summed over the 784 pixels (the paper's
 values of 2-3), averaged over images; L2 1e-5 on the weights. The learning-rate grid
@@ -54,7 +55,7 @@ def mnist_autoencoder_epoch_budget():
     """Figure 8: 200 epochs, SGD and Momentum, B 8..4096."""
     config = _base()
     config.description = "Autoencoder MNIST, 200 epochs, SGD vs Momentum (fig 8)"
-    config.cost = "~11 hours on a TPU v3-8 (estimate)"
+    config.cost = "~2 hours on a TPU v3-8 (estimate)"
     config.budget.kind = "epochs"
     config.budget.epochs = 200.0
     config.sweep.batch_sizes = tuple(2**i for i in range(3, 13))  # 8 .. 4096
@@ -66,7 +67,7 @@ def mnist_autoencoder_step_budget():
     """Table 7: 156,250 steps, Momentum, B 64..4096."""
     config = _base()
     config.description = "Autoencoder MNIST, 156,250 steps, Momentum (table 7)"
-    config.cost = "~9 hours on a TPU v3-8 (estimate)"
+    config.cost = "~6 hours on a TPU v3-8 (estimate)"
     config.budget.kind = "steps"
     config.budget.steps = 156_250  # 200 epochs at B = 64 (as the paper counts it)
     config.sweep.optimizers = ("momentum",)
@@ -80,7 +81,7 @@ def mnist_autoencoder_variable_epoch_budget():
     """Figure 10: B = 32, Momentum, epoch budgets 12.5 .. 800."""
     config = _base()
     config.description = "Autoencoder MNIST, B=32, Momentum, epoch budgets 12.5..800 (fig 10)"
-    config.cost = "~6 hours on a TPU v3-8 (estimate)"
+    config.cost = "~1 hour on a TPU v3-8 (estimate)"
     config.budget.kind = "epochs"
     config.budget.epochs = 200.0  # unused: every cell takes its budget from the sweep
     config.sweep.optimizers = ("momentum",)

@@ -3,16 +3,16 @@
     python -m tf_sgd_regimes.run --experiment=ptb_lstm_step_budget --workdir=runs/table6 \
         --config.data.data_dir=PATH/simple-examples/data     # or --config.data.download=True
 
-Expected cost (ESTIMATES from 0.93 GFLOPs per 35-token window forward (analytic:
-2 x (2 x 4 x 650 x 1300 + 650 x 10,000) per token) x 3 for training x windows processed;
-"CPU" at the rate tools/benchmark_models.py measured, "v3-8" at 20% of 420 TFLOP/s, as
-recurrent steps use the matrix units poorly):
+Expected cost (ESTIMATES, not measurements: 0.93 GFLOPs per 35-token window forward
+(analytic: 2 x (2 x 4 x 650 x 1300 + 650 x 10,000) per token) x 3 for training x windows
+processed; "CPU" at the 37 GFLOP/s tools/benchmark_models.py measured on 2 cores, "v3-8"
+at 20% of 420 TFLOP/s, as recurrent steps use the matrix units poorly):
 
 | experiment | paper | cells | training FLOPs | 2 CPU cores | TPU v3-8 |
 |---|---|---|---|---|---|
-| ptb_lstm_epoch_budget | fig 7 | 2,240 | 1.6e19 | ~900 years | ~2.2 days |
-| ptb_lstm_step_budget | table 6 | 385 | 5.4e18 | ~300 years | ~18 hours |
-| ptb_lstm_variable_epoch_budget | fig 9 | 728 | 1.9e19 | ~1,000 years | ~2.6 days |
+| ptb_lstm_epoch_budget | fig 7 | 1,680 | 4.9e18 | ~4 years | ~16 hours |
+| ptb_lstm_step_budget | table 6 | 385 | 1.8e18 | ~1.5 years | ~6 hours |
+| ptb_lstm_variable_epoch_budget | fig 9 | 728 | 6.0e18 | ~5 years | ~20 hours |
 
 A window of B streams x 35 tokens is one step; one epoch at B = 64 is 414 steps (929,589
 training tokens), so 40 epochs = 16,560 steps, table 6's budget. Grids step by sqrt(2) as
@@ -52,7 +52,7 @@ def ptb_lstm_epoch_budget():
     """Figure 7: 40 epochs, SGD and Momentum, B 4..512."""
     config = _base()
     config.description = "LSTM PTB, 40 epochs, SGD vs Momentum (fig 7)"
-    config.cost = "~2.2 days on a TPU v3-8 (estimate)"
+    config.cost = "~16 hours on a TPU v3-8 (estimate)"
     config.budget.kind = "epochs"
     config.budget.epochs = 40.0
     config.sweep.batch_sizes = tuple(2**i for i in range(2, 10))  # 4 .. 512
@@ -65,7 +65,7 @@ def ptb_lstm_step_budget():
     """Table 6: 16,560 steps, Momentum, B 16..256."""
     config = _base()
     config.description = "LSTM PTB, 16,560 steps, Momentum (table 6)"
-    config.cost = "~18 hours on a TPU v3-8 (estimate)"
+    config.cost = "~6 hours on a TPU v3-8 (estimate)"
     config.budget.kind = "steps"
     config.budget.steps = 16_560  # 40 epochs at B = 64
     config.sweep.optimizers = ("momentum",)
@@ -79,7 +79,7 @@ def ptb_lstm_variable_epoch_budget():
     """Figure 9: B = 64, Momentum, epoch budgets 3.5 .. 448."""
     config = _base()
     config.description = "LSTM PTB, B=64, Momentum, epoch budgets 3.5..448 (fig 9)"
-    config.cost = "~2.6 days on a TPU v3-8 (estimate)"
+    config.cost = "~20 hours on a TPU v3-8 (estimate)"
     config.budget.kind = "epochs"
     config.budget.epochs = 40.0  # unused: every cell takes its budget from the sweep
     config.sweep.optimizers = ("momentum",)

@@ -3,9 +3,10 @@
     python -m tf_sgd_regimes.run --experiment=resnet50_imagenet_epoch_budget \
         --workdir=gs://BUCKET/runs/table2 --config.data.data_dir=gs://BUCKET/tfds
 
-Expected cost (ESTIMATE from 8.2 GFLOPs per 224x224 image forward (tf.profiler) x 3 for
-training x 90 epochs x 1,281,167 images x 27 cells = 7.7e19 FLOPs, not a measurement):
-~18 days on a TPU v3-8 at 35% of its 420 TFLOP/s; thousands of years on 2 CPU cores.
+Expected cost (ESTIMATE, not a measurement: 8.2 GFLOPs per 224x224 image forward
+(tf.profiler) x 3 for training x 90 epochs x 1,281,167 images x 54 cells = 1.5e20 FLOPs):
+~12 days on a TPU v3-8 at 35% of its 420 TFLOP/s; ~100 years on 2 CPU cores at the
+47 GFLOP/s tools/benchmark_models.py measured for ResNet-50.
 ImageNet must be prepared first (tfds "imagenet2012" needs a manual download; the error
 message says how). 2 optimizers x 3 batch sizes x 9 effective learning rates x 1 seed = 54
 cells; the table's grid is 1..16, so 2^-2..2^6 keeps every optimum inside.
@@ -21,7 +22,7 @@ def get_config():
     config = common.base_config()
     config.name = "resnet50_imagenet_epoch_budget"
     config.description = "ResNet-50 ImageNet, 90 epochs, SGD vs Momentum, 1 seed (table 2)"
-    config.cost = "~18 days on a TPU v3-8 (estimate)"
+    config.cost = "~12 days on a TPU v3-8 (estimate)"
     config.data = dict(name="imagenet", data_dir=None, download=False, manual_dir=None,
                        validation_fraction=0.0, image_size=224)
     config.model = dict(name="resnet50", ghost_batch_size=64, zero_init_last_gamma=True)

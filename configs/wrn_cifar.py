@@ -2,18 +2,18 @@
 
     python -m tf_sgd_regimes.run --experiment=wrn16_4_cifar10_epoch_budget --workdir=runs/fig1
 
-Expected cost (ESTIMATES from forward FLOPs per example x 3 for training x examples
-processed, not measurements; "CPU" = the 2 cores of the benchmark machine at the rate
-tools/benchmark_models.py measured for the model, "v3-8" = 35% of its 420 TFLOP/s):
+Expected cost (ESTIMATES, not measurements: forward FLOPs per example x 3 for training x
+examples processed over all cells; "CPU" at the rate tools/benchmark_models.py measured
+on 2 cores (70 GFLOP/s WRN-16-4, 64 GFLOP/s WRN-28-10), "v3-8" at 35% of its 420 TFLOP/s):
 
 | experiment | paper | cells | training FLOPs | 2 CPU cores | TPU v3-8 |
 |---|---|---|---|---|---|
-| wrn16_4_cifar10_epoch_budget | fig 1 | 3,240 | 7.6e19 | ~6,000 years | ~17 days |
-| wrn16_4_cifar10_lr_sweep | fig 5 | 840 | 2.0e19 | ~1,600 years | ~4.4 days |
-| wrn16_4_cifar10_skipinit_epoch_budget | fig 6 | 3,240 | 7.6e19 | ~6,000 years | ~17 days |
-| wrn16_4_cifar10_skipinit_step_budget | table 3 | 1,200 | 2.6e20 | ~21,000 years | ~57 days |
-| wrn28_10_cifar100_step_budget | table 4 | 1,470 | 3.6e21 | ~290,000 years | ~2.2 years |
-| wrn28_10_cifar100_skipinit_step_budget | table 5 | 840 | 2.0e21 | ~160,000 years | ~1.2 years |
+| wrn16_4_cifar10_epoch_budget | fig 1 | 3,510 | 8.3e19 | ~38 years | ~6.5 days |
+| wrn16_4_cifar10_lr_sweep | fig 5 | 960 | 2.3e19 | ~10 years | ~1.8 days |
+| wrn16_4_cifar10_skipinit_epoch_budget | fig 6 | 3,510 | 8.3e19 | ~38 years | ~6.5 days |
+| wrn16_4_cifar10_skipinit_step_budget | table 3 | 1,320 | 2.5e20 | ~110 years | ~20 days |
+| wrn28_10_cifar100_step_budget | table 4 | 1,155 | 1.7e21 | ~840 years | ~130 days |
+| wrn28_10_cifar100_skipinit_step_budget | table 5 | 945 | 2.7e21 | ~1,300 years | ~210 days |
 
 WRN-16-4 is 0.79 GFLOPs per 32x32 image forward, WRN-28-10 10.5 GFLOPs (tf.profiler).
 These are the paper's full grids (15 seeds per point); shrink them with overrides, e.g.
@@ -71,7 +71,7 @@ def wrn16_4_cifar10_epoch_budget():
     config.description = "WRN-16-4 (ghost BN) CIFAR-10, 200 epochs, SGD vs Momentum (fig 1)"
     # Optima run from ~2^-4 at B=16 to ~2^3 at B=4096 (table 4's BN optima reach 2^5).
     config.sweep.effective_lrs = common.powers_of_two(-7, 5)
-    config.cost = "~17 days on a TPU v3-8 (estimate); years on CPU"
+    config.cost = "~6.5 days on a TPU v3-8 (estimate); ~38 years on 2 CPU cores"
     return config
 
 
@@ -82,7 +82,7 @@ def wrn16_4_cifar10_lr_sweep():
     config.sweep.batch_sizes = (64, 1024)
     # Down to tiny rates, where SGD and Momentum coincide (the figure's left side).
     config.sweep.effective_lrs = common.powers_of_two(-10, 5)
-    config.cost = "~4.4 days on a TPU v3-8 (estimate); years on CPU"
+    config.cost = "~1.8 days on a TPU v3-8 (estimate); ~10 years on 2 CPU cores"
     return config
 
 
@@ -93,7 +93,7 @@ def wrn16_4_cifar10_skipinit_epoch_budget():
                           "Momentum (fig 6)")
     # Without BN the critical rate is lower: table 3's optima span 2^-4 .. 2^0.
     config.sweep.effective_lrs = common.powers_of_two(-9, 3)
-    config.cost = "~17 days on a TPU v3-8 (estimate); years on CPU"
+    config.cost = "~6.5 days on a TPU v3-8 (estimate); ~38 years on 2 CPU cores"
     return config
 
 
@@ -108,7 +108,7 @@ def wrn16_4_cifar10_skipinit_step_budget():
     config.sweep.batch_sizes = tuple(2**i for i in range(4, 12))  # 16 .. 2048
     config.sweep.effective_lrs = common.powers_of_two(-7, 3)  # table 3: 2^-4 .. 2^1
     config.analysis.paper_reference = "table3"
-    config.cost = "~57 days on a TPU v3-8 (estimate); years on CPU"
+    config.cost = "~20 days on a TPU v3-8 (estimate); ~110 years on 2 CPU cores"
     return config
 
 
@@ -123,7 +123,7 @@ def wrn28_10_cifar100_step_budget():
     config.sweep.effective_lrs = common.powers_of_two(-2, 8)  # table 4: 2^1 .. 2^5
     config.sweep.pack_size = 1  # 36.5M parameters and large batches: one member per pack
     config.analysis.paper_reference = "table4"
-    config.cost = "~2.2 years on a TPU v3-8 (estimate; B >= 8192 needs a larger slice)"
+    config.cost = "~130 days on a TPU v3-8 (estimate; B >= 8192 needs a larger slice)"
     return config
 
 
@@ -138,7 +138,7 @@ def wrn28_10_cifar100_skipinit_step_budget():
     # Table 5 prints 0.025, 0.05, 0.1, 0.2: a doubling grid anchored at 0.2, not at 1.
     config.sweep.effective_lrs = tuple(0.2 * 2.0**k for k in range(-6, 3))
     config.analysis.paper_reference = "table5"
-    config.cost = "~1.2 years on a TPU v3-8 (estimate)"
+    config.cost = "~210 days on a TPU v3-8 (estimate)"
     return config
 
 

@@ -112,7 +112,8 @@ def shrink(config, data_dir):
     config.sweep.seeds = (0,)
     if config.sweep.epoch_budgets:
         config.sweep.epoch_budgets = (1.0,)
-    config.budget.epochs = 1.0
+    # A few steps: 16 mock examples / 4 = 4 per epoch; 1,437 digits / 4 = 359 per epoch.
+    config.budget.epochs = 0.01 if config.data.name.startswith("digits") else 1.0
     config.budget.steps = 3
     config.train.steps_per_call = 2
     config.analysis.best_k = 1
@@ -145,7 +146,8 @@ def _imagenet(tmp_path):
 def _streamed_config():
     config = common.base_config()
     config.data = dict(name="imagenet")
-    config.model = dict(name="resnet50", **TINY_MODEL["resnet50"])
+    # Whole-batch BN statistics: ghost batches are tested elsewhere and slow the trace.
+    config.model = dict(name="resnet50", **dict(TINY_MODEL["resnet50"], ghost_batch_size=None))
     config.train.eval_batch_size = 6
     config.train.steps_per_call = 2
     return config
@@ -199,8 +201,7 @@ def test_engine_trains_a_streamed_pack(tmp_path):
         members = [engine.Member("a", 0.1, 0.9, 0), engine.Member("b", 0.1, 0.9, 1)]
         first = trainer.train_pack(members, 4, 3)
         again = trainer.train_pack(members, 4, 3)
-        other_batch = trainer.train_pack(members, 2, 3)
-    for results in (first, again, other_batch):
+    for results in (first, again):
         for result in results:
             assert result.status == "complete" and result.steps_done == 3
             assert 0.0 <= result.metrics["test_accuracy"] <= 1.0

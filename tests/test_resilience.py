@@ -1,4 +1,4 @@
-"""Fault injection on a tiny CPU sweep: kill -9, SIGTERM, corrupt files, NaN, changed config, ENOSPC."""
+"""Fault injection on a tiny CPU sweep: kill -9, SIGTERM, corruption, NaN, config, ENOSPC."""
 
 import errno
 import io
@@ -341,23 +341,24 @@ def test_divergence_never_stops_a_sweep_and_is_never_optimal(tmp_path):
 
 
 def test_a_cell_that_diverges_after_a_good_epoch_is_still_diverged(tmp_path):
-    """Promise 5: warmup into a huge learning rate; the loss falls, then blows up."""
-    sweep, _ = _sweep(tmp_path, "budget.epochs=3.0", "sweep.batch_sizes=(32,)",
-                      "sweep.optimizers=('sgd',)", "sweep.effective_lrs=(2.0,4.0,8.0)",
-                      "sweep.seeds=(0,1,2,3)", "sweep.pack_size=0", "schedule.warmup_steps=135",
+    """Promise 5: softmax regression (no dead units) with a warmup ramp to a rate ~2x past
+    its stability edge: it trains well, then blows up after more than an epoch."""
+    sweep, _ = _sweep(tmp_path, "model.hidden=()", "l2=0.0", "budget.epochs=8.0",
+                      "sweep.batch_sizes=(32,)", "sweep.optimizers=('sgd',)",
+                      "sweep.effective_lrs=(12.0,14.0)", "sweep.seeds=(0,1,2)",
+                      "sweep.pack_size=0", "schedule.warmup_steps=180",
                       "train.divergence_loss=5.0", "train.checkpoint_every_s=0.0")
     records = sweep.run()
-    assert len(records) == 12
+    assert len(records) == 6
     steps_per_epoch = sweep.dataset.steps_per_epoch(32)
-    late = [r for r in records if r["status"] == "diverged"
-            and r["diverged_step"] > steps_per_epoch]
-    assert late, [(r["cell_id"], r["diverged_step"]) for r in records]
-    for record in late:
+    for record in records:
+        assert record["status"] == "diverged", record["cell_id"]
+        assert record["diverged_step"] > steps_per_epoch  # after a good epoch
         assert all(v is None for v in record["metrics"].values())
         losses = fx.scalar_events(os.path.join(tmp_path, "tensorboard", record["cell_id"]),
                                   "train/loss")
-        before = [value for step, value in losses if step <= record["diverged_step"] - 8]
-        assert before[-1] < 0.8 * before[0]  # it was learning first (loss down by > 20%)
+        before = [value for step, value in losses if step < record["diverged_step"]]
+        assert min(before) < 0.5 * before[0]  # it had trained well first
 
 
 def test_progress_eta_weights_steps_by_batch_plus_overhead():

@@ -186,6 +186,12 @@ def validate(config: ml_collections.ConfigDict, num_train: int = 0, replicas: in
             raise ConfigError(
                 f"config.sweep.batch_sizes: batch size {batch_size} is not divisible by the "
                 f"{replicas} replicas; the batch size is the global batch")
+    schedule = config.schedule
+    if schedule.decay_factor < 1:
+        raise ConfigError(f"config.schedule.decay_factor={schedule.decay_factor}: must be >= 1 "
+                          "(the learning rate is divided by it)")
+    if schedule.warmup_steps < 0:
+        raise ConfigError(f"config.schedule.warmup_steps={schedule.warmup_steps}: must be >= 0")
     if config.train.steps_per_call < 1:
         raise ConfigError("config.train.steps_per_call must be >= 1")
     if config.l2 < 0:
@@ -210,9 +216,10 @@ def _positive_list(values, field: str, integer: bool = False) -> None:
 GRID_FIELDS = ("sweep.batch_sizes", "sweep.effective_lrs", "sweep.seeds",
                "sweep.epoch_budgets", "sweep.optimizers")
 # Fields that only change how fast or where cells run, or how they are analysed.
-RUN_ONLY_FIELDS = ("sweep.pack_size", "train.steps_per_call", "train.eval_batch_size",
-                   "train.log_every_steps", "strategy", "tpu_address", "cost",
-                   "description", "analysis")
+RUN_ONLY_FIELDS = ("sweep.pack_size", "sweep.extend_edges", "train.steps_per_call",
+                   "train.eval_batch_size", "train.log_every_steps",
+                   "train.checkpoint_every_s", "train.noise_scale", "strategy", "tpu_address",
+                   "cost", "description", "analysis")
 
 
 def _without(config_dict: dict, fields) -> dict:

@@ -125,7 +125,9 @@ def measure_stacked(template, weights: Sequence, states: Sequence, dataset, task
         small.append(sq_small.numpy().astype(np.float64))
         big.append(sq_big.numpy().astype(np.float64))
     small, big = np.array(small), np.array(big)  # [num_batches, M]
-    grad_sq, trace_sigma = noise_scale.unbiased_estimates(small, big, batch_small, batch_big)
+    with np.errstate(invalid="ignore", over="ignore"):  # diverged members: NaN weights
+        grad_sq, trace_sigma = noise_scale.unbiased_estimates(small, big, batch_small,
+                                                              batch_big)
     results = []
     for m in range(small.shape[1]):
         g, t = grad_sq[:, m], trace_sigma[:, m]
@@ -206,6 +208,8 @@ class PackProbe:
 
     def add_metrics(self, results) -> None:
         for k, result in enumerate(results):
+            if result.status != "complete":
+                continue  # a diverged cell's metrics stay None: its weights are not finite
             for when in ("init", "mid"):
                 values = self.values.get(when)
                 value = {} if values is None else values[k]

@@ -27,6 +27,9 @@ _LIST = flags.DEFINE_bool("list", False, "Print the experiments with their cost 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Where the sweep keeps its config, ledger, TensorBoard logs and report. "
     "Default: ./runs/<experiment>. Re-running with the same workdir resumes.")
+_EXTEND_EDGES = flags.DEFINE_bool(
+    "extend_edges", None, "Grow the learning-rate grid where an optimum sits on its edge "
+    "(default: config.sweep.extend_edges.enabled).")
 _NO_REPORT = flags.DEFINE_bool("no_report", False, "Skip the report at the end.")
 _ROLE = flags.DEFINE_enum(
     "role", None, ["standalone", "chief", "worker"],
@@ -55,6 +58,11 @@ def main(argv, overrides=()):
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        # TensorFlow's checkpoint saver logs at INFO on every save; keep progress readable.
+        from absl import logging
+
+        logging.set_verbosity(logging.WARNING)
     name = _EXPERIMENT.value or experiments.DEFAULT_EXPERIMENT
     if _LIST.value or name == "list":
         print(experiments.describe())
@@ -72,8 +80,12 @@ def main(argv, overrides=()):
     from tf_sgd_regimes import data
     from tf_sgd_regimes import distributed
     from tf_sgd_regimes import ledger
+    from tf_sgd_regimes import edges
     from tf_sgd_regimes import signals
     from tf_sgd_regimes import sweep as sweep_lib
+
+    # A grid grown by --extend_edges stays grown when the same command runs again.
+    config = edges.with_recorded_extensions(config, workdir)
 
     try:
         if _ORACLE_ADDRESS.value:
@@ -96,6 +108,18 @@ def main(argv, overrides=()):
             print(f"[run] {len(sweep.cells)} cells on {sweep.strategy.num_replicas_in_sync} "
                   f"replica(s) as {role} {tuner_id}; progress every few seconds", flush=True)
             records = sweep.run()
+            extend = _EXTEND_EDGES.value
+            if role != "worker" and (edges.edge_settings(config).enabled
+                                     if extend is None else extend):
+                def run_grown(grown):
+                    return sweep_lib.Sweep(grown, workdir, dataset=sweep.dataset,
+                                           strategy=sweep.strategy).run()
+
+                records = edges.extend_edges(config, workdir, run_grown, records=records)
+                config = edges.with_recorded_extensions(config, workdir)
+                print(f"[run] learning-rate grid edges: {edges.load(workdir)['status']} "
+                      f"({os.path.abspath(os.path.join(workdir, edges.EDGES_FILE))})",
+                      flush=True)
     except (experiments.ConfigError, data.DataMissingError, ledger.LedgerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

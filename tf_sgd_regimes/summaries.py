@@ -2,10 +2,13 @@
 
 import os
 import shutil
+import time
 from typing import Dict, Iterable, List, Optional, Sequence
 
-import tensorflow as tf
+from tensorboard.compat.proto import event_pb2
+from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.hparams import api as hparams_api
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 # Hyperparameters shown in the HParams dashboard, in this column order.
 # "tfevents" makes TensorBoard read it; "9999999999" sorts it after timestamped files.
@@ -45,9 +48,9 @@ def write_experiment(workdir: str, config, task: str, split: str) -> None:
     ]
     metrics = [hparams_api.Metric(name, display_name=name.split("/", 1)[1])
                for name in metric_names(task, split)]
-    writer = tf.summary.create_file_writer(tensorboard_dir(workdir))
-    with writer.as_default():
-        hparams_api.hparams_config(hparams=domains, metrics=metrics)
+    writer = EventFileWriter(tensorboard_dir(workdir))
+    config_pb = hparams_api.hparams_config_pb(hparams=domains, metrics=metrics)
+    writer.add_event(event_pb2.Event(wall_time=time.time(), summary=config_pb))
     writer.close()
 
 
@@ -77,7 +80,7 @@ class PackWriters:
             if states is not None and states.needs_tensorboard_reset(cell_id):
                 shutil.rmtree(path, ignore_errors=True)
                 states.put(cell_id, tensorboard_step=0)
-            self.writers[cell_id] = tf.summary.create_file_writer(path)
+            self.writers[cell_id] = EventFileWriter(path)
         self._buffer: List[tuple] = []
 
     def scalars(self, step: int, values: Dict[str, Sequence[float]]) -> None:
@@ -103,11 +106,10 @@ class PackWriters:
             if self.states is not None:  # the mark first: a kill now leaves a gap, not a repeat
                 self.states.put(cell_id, tensorboard_step=last)
             writer = self.writers[cell_id]
-            with writer.as_default():
-                for step, values in rows:
-                    for name, per_member in values.items():
-                        if per_member[k] == per_member[k]:  # not NaN
-                            tf.summary.scalar(name, per_member[k], step=step)
+            for step, values in rows:
+                for name, per_member in values.items():
+                    if per_member[k] == per_member[k]:  # not NaN
+                        writer.add_event(_scalar_event(name, per_member[k], step))
             writer.flush()
         self._buffer.clear()
 
@@ -125,16 +127,18 @@ class PackWriters:
             return
         staging = os.path.join(self.workdir, "tmp", "tensorboard", cell_id)
         shutil.rmtree(staging, ignore_errors=True)
-        writer = tf.summary.create_file_writer(staging)
-        with writer.as_default(step=step):
-            hparams_api.hparams({name: hparams[name] for name in HPARAM_NAMES},
-                                trial_id=cell_id)
-            for name, value in metrics.items():
-                if value is not None:
-                    tf.summary.scalar(f"final/{name}", float(value))
-            tf.summary.scalar("final/diverged", 1.0 if diverged_step is not None else 0.0)
-            if diverged_step is not None:
-                tf.summary.scalar("final/diverged_step", float(diverged_step))
+        writer = EventFileWriter(staging)
+        session = hparams_api.hparams_pb({name: hparams[name] for name in HPARAM_NAMES},
+                                         trial_id=cell_id)
+        writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                         summary=session))
+        for name, value in metrics.items():
+            if value is not None:
+                writer.add_event(_scalar_event(f"final/{name}", value, step))
+        writer.add_event(_scalar_event("final/diverged",
+                                       1.0 if diverged_step is not None else 0.0, step))
+        if diverged_step is not None:
+            writer.add_event(_scalar_event("final/diverged_step", diverged_step, step))
         writer.close()
         (staged,) = [n for n in os.listdir(staging) if "tfevents" in n]
         os.replace(os.path.join(staging, staged),
@@ -144,3 +148,15 @@ class PackWriters:
     def close(self) -> None:
         for writer in self.writers.values():
             writer.close()
+
+
+def _scalar_event(tag: str, value, step: int):
+    """A scalar as a plain event proto.
+
+    Written with TensorBoard's own Python event writer rather than tf.summary ops: an eager
+    tf.summary.scalar costs about 2 ms, which over a sweep of a thousand cells was tens of
+    seconds of the embedded demo.
+    """
+    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+        tag=tag, simple_value=float(value))])
+    return event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary)

@@ -7,7 +7,6 @@ preempted (SIGTERM) or disk-full sweep picks up where it stopped.
 """
 
 import contextlib
-import dataclasses
 import datetime
 import json
 import os
@@ -16,7 +15,7 @@ import shutil
 import sys
 import time
 import traceback
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 import keras
 import keras_tuner as kt
@@ -28,6 +27,7 @@ from tf_sgd_regimes import data as data_registry
 from tf_sgd_regimes import engine as engine_lib
 from tf_sgd_regimes import experiments
 from tf_sgd_regimes import grid
+from tf_sgd_regimes import handout
 from tf_sgd_regimes import ledger
 from tf_sgd_regimes import progress as progress_lib
 from tf_sgd_regimes import resume
@@ -84,8 +84,7 @@ def prepare_workdir(workdir: str, config) -> bool:
 
 
 Preempted = engine_lib.Preempted
-RUNNING = kt.engine.trial.TrialStatus.RUNNING
-STOPPED = kt.engine.trial.TrialStatus.STOPPED
+Pack = handout.Pack
 # Errors that make a pack untrainable: its cells are recorded as failed, the sweep goes on.
 TRAINING_ERRORS = (tf.errors.ResourceExhaustedError, tf.errors.InvalidArgumentError,
                    ValueError, RuntimeError)
@@ -119,12 +118,6 @@ class SweepCheckpoint(engine_lib.PackCheckpoint):
 
     def discard(self) -> None:
         super().clear()
-
-
-@dataclasses.dataclass
-class Pack:
-    cells: List[grid.Cell]  # the members, in grid order
-    trials: Dict[str, object]  # cell_id -> keras-tuner Trial, for cells still without record
 
 
 class Sweep:
@@ -166,14 +159,12 @@ class Sweep:
             oracle = grid.make_oracle(config, tuner_dir)
         self.oracle = oracle
         self.cells = grid.all_cells(config, self.dataset.steps_per_epoch)
-        self._index = {c.cell_id: i for i, c in enumerate(self.cells)}
         self.progress_interval_s = progress_interval_s
         self.idle_poll_s = idle_poll_s
         self._states = resume.CellStates(workdir, report=self._say)
-        self._worker_state = resume.WorkerState(workdir, tuner_id, report=self._say)
-        self._pending = []  # (trial, cell) handed out, not yet in a pack
-        self._slots: Dict[int, str] = {}  # oracle slot -> trial_id held by this worker
-        self._resume_cells: List[str] = []
+        self.source = handout.CellSource(config, workdir, oracle, tuner_id, self.cells,
+                                         self.dataset.steps_per_epoch, self.is_worker,
+                                         report=self._say)
 
     @property
     def engine(self) -> engine_lib.Engine:
@@ -183,126 +174,6 @@ class Sweep:
 
     def _say(self, text: str) -> None:
         print(text, file=self.stream or sys.stdout, flush=True)
-
-    # -- cells from the oracle -------------------------------------------------------
-    def _is_done(self, cell_id: str) -> bool:
-        return os.path.exists(os.path.join(ledger.ledger_dir(self.workdir), f"{cell_id}.json"))
-
-    def _request(self, slot: int):
-        """The trial of oracle slot `slot`: the one this worker held there, else a new one.
-
-        keras-tuner returns the ongoing trial of a known tuner id, so slot ids that stay
-        the same across restarts give a restarted worker its trials back.
-        """
-        trial = self.oracle.create_trial(f"{self.tuner_id}/{slot}")
-        if trial.status != RUNNING:
-            return trial.status
-        cell = grid.cell_from_values(self.config, trial.hyperparameters.values,
-                                     self.dataset.steps_per_epoch)
-        if self._is_done(cell.cell_id):  # finished earlier: tell the oracle, move on
-            self._end_trial(trial, self._recorded_score(cell.cell_id))
-            return None
-        self._slots[slot] = trial.trial_id
-        return trial, cell
-
-    def _take_trial(self):
-        """(trial, cell) of a cell without a record, or the oracle's status (IDLE/STOPPED)."""
-        while True:
-            slot = min(set(range(len(self._slots) + 1)) - set(self._slots))
-            got = self._request(slot)
-            if got is not None:
-                return got
-
-    def _end_trial(self, trial, score: float, status: str = "COMPLETED") -> None:
-        for slot, trial_id in list(self._slots.items()):
-            if trial_id == trial.trial_id:
-                del self._slots[slot]
-        try:
-            self.oracle.update_trial(trial.trial_id, {"score": float(score)})
-            trial.status = status
-            self.oracle.end_trial(trial)
-        except Exception as e:  # noqa: BLE001 - a restarted chief forgot this trial
-            if not self.is_worker:
-                raise
-            self._say(f"[sweep] warning: the chief did not take the end of trial "
-                      f"{trial.trial_id} ({type(e).__name__}); the ledger has its record")
-
-    def _worst_score(self) -> float:
-        return -1e30 if self.config.analysis.selection_mode == "max" else 1e30
-
-    def _recorded_score(self, cell_id: str) -> float:
-        path = os.path.join(ledger.ledger_dir(self.workdir), f"{cell_id}.json")
-        with open(path) as f:
-            record = json.load(f)
-        value = (record.get("metrics") or {}).get(self.config.analysis.selection_metric)
-        return self._worst_score() if value is None else float(value)
-
-    def _reclaim(self) -> None:
-        """Takes back the trials and pack this worker held when it stopped."""
-        state = self._worker_state.load()
-        self._resume_cells = state["cells"]
-        for slot in state["slots"]:
-            got = self._request(slot)
-            if isinstance(got, tuple):
-                self._pending.append(got)
-
-    def _resume_pack(self) -> Optional[Pack]:
-        """The pack that was training when the worker stopped, with the same members.
-
-        The same members give the same checkpoint (it resumes mid-training) and the same
-        numbers (a pack's shape changes float rounding); members already recorded are
-        trained again but not recorded twice.
-        """
-        members = sorted((self.cells[self._index[c]] for c in self._resume_cells
-                          if c in self._index), key=lambda c: self._index[c.cell_id])
-        self._resume_cells = []
-        wanted = {c.cell_id for c in members if not self._is_done(c.cell_id)}
-        if not wanted:
-            return None
-        in_hand = {cell.cell_id: trial for trial, cell in self._pending
-                   if cell.cell_id in wanted}
-        while set(in_hand) != wanted:
-            got = self._take_trial()
-            if not isinstance(got, tuple):
-                break
-            self._pending.append(got)
-            if got[1].cell_id not in wanted:
-                break
-            in_hand[got[1].cell_id] = got[0]
-        if set(in_hand) != wanted:
-            return None
-        self._pending = [(t, c) for t, c in self._pending if c.cell_id not in wanted]
-        return Pack(members, in_hand)
-
-    def next_pack(self, done=None):
-        """The next Pack (cells sharing batch size and budget), or IDLE / STOPPED."""
-        if self._resume_cells:
-            pack = self._resume_pack()
-            if pack is not None:
-                return pack
-        limit = int(self.config.sweep.pack_size) or 10**9
-        self._pending.sort(key=lambda item: self._index[item[1].cell_id])
-        chosen, status = [], STOPPED
-        for item in list(self._pending):
-            if len(chosen) < limit and item[1].pack_key == self._pending[0][1].pack_key:
-                chosen.append(item)
-        self._pending = [item for item in self._pending if item not in chosen]
-        while len(chosen) < limit:
-            got = self._take_trial()
-            if not isinstance(got, tuple):
-                status = got
-                break
-            if chosen and got[1].pack_key != chosen[0][1].pack_key:
-                self._pending.append(got)
-                break
-            chosen.append(got)
-        if not chosen:
-            return status
-        cells = sorted((c for _, c in chosen), key=lambda c: self._index[c.cell_id])
-        return Pack(cells, {c.cell_id: t for t, c in chosen})
-
-    def grid_done(self) -> bool:
-        return all(self._is_done(c.cell_id) for c in self.cells)
 
     # -- running ---------------------------------------------------------------------
     def run(self, on_pack: Optional[Callable[[List[dict]], None]] = None,
@@ -332,11 +203,11 @@ class Sweep:
                 if not self.is_worker and (self._config_changed or not root_logged):
                     summaries.write_experiment(self.workdir, self.config,
                                                self.dataset.task, self.dataset.split)
-                self._reclaim()
+                self.source.reclaim()
                 while not stop():
-                    pack = self.next_pack()
+                    pack = self.source.next_pack()
                     if not isinstance(pack, Pack):
-                        if pack == STOPPED or self.grid_done():
+                        if pack == handout.STOPPED or self.source.grid_done():
                             break
                         time.sleep(self.idle_poll_s)  # IDLE: other workers hold the rest
                         continue
@@ -353,7 +224,7 @@ class Sweep:
                     f"The sweep stopped cleanly; the {have} records written so far are intact. "
                     "Free some space and re-run the same command: it resumes.") from e
             raise
-        if not self.is_worker and self.grid_done():
+        if not self.is_worker and self.source.grid_done():
             shutil.rmtree(resume.checkpoints_dir(self.workdir), ignore_errors=True)
         return ledger.read(self.workdir)
 
@@ -374,7 +245,7 @@ class Sweep:
         ids = [c.cell_id for c in cells]
         open_cells = [c for c in cells if c.cell_id in pack.trials]
         # Persisted before training: a restarted worker re-forms exactly this pack.
-        self._worker_state.save(ids, list(self._slots))
+        self.source.save(pack)
         attempts = self._states.start([c.cell_id for c in open_cells])
         members = [engine_lib.Member(c.cell_id, c.effective_lr, c.momentum, c.seed)
                    for c in cells]
@@ -445,8 +316,8 @@ class Sweep:
                                   result.diverged_step, result.steps_done)
                 ledger.append(self.workdir, record)
                 score = record["metrics"].get(self.config.analysis.selection_metric)
-                self._end_trial(pack.trials[cell.cell_id],
-                                self._worst_score() if score is None else score,
+                self.source.end_trial(pack.trials[cell.cell_id],
+                                      self.source.worst_score() if score is None else score,
                                 "FAILED" if record["status"] == "failed" else "COMPLETED")
                 records.append(record)
         finally:
