@@ -5,15 +5,17 @@
     python -m tf_sgd_regimes.run --experiment=digits_autoencoder_epoch_budget
     python -m tf_sgd_regimes.run --experiment=synthetic_lstm_epoch_budget
 
-Measured cost on 2 CPU cores (this machine, TF 2.21, no accelerator); seconds to a minute
-on a TPU v3-8, where dispatch rather than FLOPs bounds such small models (estimate):
+Expected cost on 2 CPU cores (ESTIMATES: extrapolated from a timed one-seed run of a
+larger digits CNN grid, 28.5k pack steps in 11 min on this machine while other jobs shared
+it); seconds to a minute on a TPU v3-8, where dispatch, not FLOPs, bounds such small
+models (also an estimate):
 
 | experiment | family | cells | 2 CPU cores |
 |---|---|---|---|
-| digits_cnn_epoch_budget | small CNN, sklearn digits | 2 x 7 x 11 x 3 = 462 | ~4 min |
-| digits_wrn_epoch_budget | WRN-10-1 + ghost BN (16), digits | 2 x 5 x 9 x 3 = 270 | ~9 min |
-| digits_autoencoder_epoch_budget | 64-32-8-32-64 autoencoder | 2 x 7 x 11 x 3 = 462 | ~3 min |
-| synthetic_lstm_epoch_budget | 1-layer LSTM, Markov language | 2 x 5 x 9 x 3 = 270 | ~6 min |
+| digits_cnn_epoch_budget | small CNN, sklearn digits, 10 epochs | 2 x 6 x 9 x 3 = 324 | ~5 min |
+| digits_wrn_epoch_budget | WRN-10-1 + ghost BN (16), 10 epochs | 2 x 3 x 7 x 3 = 126 | ~6 min |
+| digits_autoencoder_epoch_budget | 64-32-8-32-64 autoencoder, 20 ep. | 2x6x11x3 = 396 | ~3 min |
+| synthetic_lstm_epoch_budget | 1-layer LSTM, Markov language, 4 ep. | 2x5x9x3 = 270 | ~3 min |
 
 Each mirrors its paper family: the same loss, metric, schedule, momentum form, L2 scope
 and selection rule (best 2 of 3 seeds, the paper's 12 of 15 in spirit), on data that
@@ -37,14 +39,14 @@ def _base(data_name: str, model: dict):
 
 
 def digits_cnn_epoch_budget():
-    """Small CNN on 8x8 digits, 20 epochs (the WRN family's classification setting)."""
+    """Small CNN on 8x8 digits, 10 epochs (the WRN family's classification setting)."""
     config = _base("digits_images", dict(name="small_cnn", filters=(8, 16)))
-    config.description = "small CNN on sklearn digits, 20 epochs, SGD vs Momentum"
-    config.cost = "~4 min on 2 CPU cores"
+    config.description = "small CNN on sklearn digits, 10 epochs, SGD vs Momentum"
+    config.cost = "~5 min on 2 CPU cores (estimate)"
     config.l2 = 5e-4
-    config.budget.epochs = 20.0
-    config.sweep.batch_sizes = tuple(2**i for i in range(2, 9))  # 4 .. 256
-    config.sweep.effective_lrs = common.powers_of_two(-7, 3)
+    config.budget.epochs = 10.0
+    config.sweep.batch_sizes = tuple(2**i for i in range(3, 9))  # 8 .. 256
+    config.sweep.effective_lrs = common.powers_of_two(-6, 2)
     config.train.divergence_loss = 100.0
     return config
 
@@ -54,26 +56,26 @@ def digits_wrn_epoch_budget():
     config = _base("digits_images", dict(name="small_wrn", depth=10, width=1,
                                          normalization="batch_norm", ghost_batch_size=16))
     config.description = "WRN-10-1 (ghost BN 16) on sklearn digits, 10 epochs, SGD vs Momentum"
-    config.cost = "~9 min on 2 CPU cores"
+    config.cost = "~6 min on 2 CPU cores (estimate)"
     # 1,437 training images: ghost batches of 16 keep the BN noise of the paper's 64/50k.
     config.l2 = 5e-4
     config.l2_scope = "all"
     config.budget.epochs = 10.0
-    config.sweep.batch_sizes = (8, 32, 128, 512, 1024)
-    config.sweep.effective_lrs = common.powers_of_two(-6, 2)
+    config.sweep.batch_sizes = (32, 128, 512)
+    config.sweep.effective_lrs = common.powers_of_two(-5, 1)
     config.sweep.pack_size = 0
     config.train.divergence_loss = 100.0
     return config
 
 
 def digits_autoencoder_epoch_budget():
-    """64-32-8-32-64 autoencoder on digits, 50 epochs (the MNIST autoencoder in miniature)."""
+    """64-32-8-32-64 autoencoder on digits, 20 epochs (the MNIST autoencoder in miniature)."""
     config = _base("digits_autoencoder", dict(name="small_autoencoder", widths=(32, 8)))
-    config.description = "autoencoder on sklearn digits, 50 epochs, SGD vs Momentum"
-    config.cost = "~3 min on 2 CPU cores"
+    config.description = "autoencoder on sklearn digits, 20 epochs, SGD vs Momentum"
+    config.cost = "~3 min on 2 CPU cores (estimate)"
     config.l2 = 1e-5
-    config.budget.epochs = 50.0
-    config.sweep.batch_sizes = tuple(2**i for i in range(2, 9))  # 4 .. 256
+    config.budget.epochs = 20.0
+    config.sweep.batch_sizes = tuple(2**i for i in range(3, 9))  # 8 .. 256
     config.sweep.effective_lrs = tuple(0.01 * 2.0**k for k in range(-3, 8))
     config.analysis.selection_metric = "test_mse"
     config.analysis.selection_mode = "min"
@@ -83,16 +85,16 @@ def digits_autoencoder_epoch_budget():
 
 
 def synthetic_lstm_epoch_budget():
-    """One-layer LSTM on a 32-word Markov language, 5 epochs of 50k tokens."""
+    """One-layer LSTM on a 32-word Markov language, 4 epochs of 30k tokens."""
     config = common.base_config()
-    config.data = dict(name="synthetic_language", vocab_size=32, num_train_tokens=50_000,
+    config.data = dict(name="synthetic_language", vocab_size=32, num_train_tokens=30_000,
                        num_test_tokens=10_000, unroll=20, chain_seed=0)
     config.model = dict(name="small_lstm_lm", embedding_size=32, units=64, num_layers=1,
                         dropout_rate=0.0)
     config.description = ("LSTM on a synthetic Markov language (optimal perplexity known), "
-                          "5 epochs, SGD vs Momentum")
-    config.cost = "~6 min on 2 CPU cores"
-    config.budget.epochs = 5.0
+                          "4 epochs, SGD vs Momentum")
+    config.cost = "~3 min on 2 CPU cores (estimate)"
+    config.budget.epochs = 4.0
     config.sweep.optimizers = ("sgd", "momentum")
     config.sweep.batch_sizes = (4, 8, 16, 32, 64)
     config.sweep.effective_lrs = common.powers_of_two(-2, 2, 0.5)  # sqrt(2) grid, as PTB

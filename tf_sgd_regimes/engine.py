@@ -282,7 +282,10 @@ class _PackRunner:
 
 
 def _indices_of(variables, chosen) -> tuple:
-    chosen_ids = {id(v) for v in chosen}
+    """Positions in `variables` of the variables in `chosen` (which may hold (h, c) pairs)."""
+    flat = [v for item in chosen
+            for v in (item if isinstance(item, (tuple, list)) else (item,))]
+    chosen_ids = {id(v) for v in flat}
     return tuple(j for j, v in enumerate(variables) if id(v) in chosen_ids)
 
 

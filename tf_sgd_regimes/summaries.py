@@ -6,8 +6,8 @@ import time
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from tensorboard.compat.proto import event_pb2
-from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.hparams import api as hparams_api
+from tensorboard.plugins.scalar import summary_v2 as scalar_summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 # Hyperparameters shown in the HParams dashboard, in this column order.
@@ -157,6 +157,5 @@ def _scalar_event(tag: str, value, step: int):
     tf.summary.scalar costs about 2 ms, which over a sweep of a thousand cells was tens of
     seconds of the embedded demo.
     """
-    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(
-        tag=tag, simple_value=float(value))])
+    summary = scalar_summary.scalar_pb(tag, float(value))  # the TF2 tensor format
     return event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary)
