@@ -200,7 +200,7 @@ class _PackRunner:
 
         with tf.GradientTape() as tape:
             tape.watch(weights)
-            data_sums, new_states = tf.vectorized_map(member_loss, (weights, states, x, y))
+            data_sums, new_states = _map_members(member_loss, (weights, states, x, y))
             # Scaled by the global batch: gradients are summed across replicas below.
             losses = data_sums / global_batch
             l2 = float(config.l2)
@@ -278,7 +278,20 @@ class _PackRunner:
             return tasks.eval_sums(task, outputs, y, x, weights_mask), new_states
 
         weights = [w.read_value() for w in self.weights]
-        return tf.vectorized_map(member_eval, (weights, list(states)))
+        return _map_members(member_eval, (weights, list(states)))
+
+
+def _map_members(fn, stacked):
+    """tf.vectorized_map over the member axis; a pack of one calls `fn` directly.
+
+    Big models train one member per pack, and for them the vectorisation machinery is pure
+    overhead (and turns an LSTM's loop into a converted while_loop).
+    """
+    members = tf.nest.flatten(stacked)[0].shape[0]
+    if members != 1:
+        return tf.vectorized_map(fn, stacked)
+    single = tf.nest.map_structure(lambda t: t[0], stacked)
+    return tf.nest.map_structure(lambda t: tf.expand_dims(t, 0), fn(single))
 
 
 def _indices_of(variables, chosen) -> tuple:
