@@ -484,7 +484,10 @@ class Engine:
                                         self.dataset.num_outputs, seed=seed, **fields)
 
     def _runner(self, num_members: int, batch_size: int) -> _PackRunner:
-        static = self.jit_compile or self.dataset.ordering == "streams" or bool(os.environ.get("STATIC"))
+        # XLA (and so a TPU) needs static shapes, and an LSTM's carried state is shaped by
+        # the batch; any other model keeps the batch dynamic so one trace serves every B.
+        static = (self.jit_compile or self.dataset.ordering == "streams"
+                  or isinstance(self.strategy, tf.distribute.TPUStrategy))
         key = (num_members, batch_size if static else None)
         if key not in self._runners:
             self._runners[key] = _PackRunner(self, num_members, key[1])

@@ -172,4 +172,3 @@ class CellSource:
 
     def grid_done(self) -> bool:
         return all(self.is_done(c.cell_id) for c in self.cells)
-
