@@ -17,7 +17,9 @@ size can stay dynamic (no XLA, no batch-shaped state).
 """
 
 import dataclasses
+import json
 import os
+import shutil
 import time
 from typing import Callable, List, Optional, Sequence
 
@@ -25,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_sgd_regimes import ledger
 from tf_sgd_regimes import models as model_registry
 from tf_sgd_regimes import optimizers
 from tf_sgd_regimes import schedules
@@ -627,11 +630,6 @@ class PackCheckpoint:
                                    diverged_at=runner.diverged_at)
 
     def save(self, runner, identity: dict, step: int) -> None:
-        import json
-        import shutil
-
-        from tf_sgd_regimes import ledger
-
         os.makedirs(self.directory, exist_ok=True)
         name = f"step-{step:012d}"
         prefix = self._checkpoint(runner).write(os.path.join(self.directory, name, "ckpt"))
@@ -645,8 +643,6 @@ class PackCheckpoint:
 
     def restore(self, runner, identity: dict) -> int:
         """Restores a checkpoint of this very pack; returns the step to continue from."""
-        import json
-
         path = os.path.join(self.directory, self.MANIFEST)
         if not os.path.exists(path):
             return 0
@@ -672,8 +668,6 @@ class PackCheckpoint:
         return int(manifest["step"])
 
     def clear(self) -> None:
-        import shutil
-
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
