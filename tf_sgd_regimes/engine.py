@@ -293,7 +293,9 @@ def _map_members(fn, stacked):
     members = tf.nest.flatten(stacked)[0].shape[0]
     if members != 1:
         return tf.vectorized_map(fn, stacked)
-    single = tf.nest.map_structure(lambda t: t[0], stacked)
+    # squeeze, not t[0]: its gradient is a free reshape, where a slice's gradient
+    # (StridedSliceGrad) writes a fresh zero-padded copy of every weight's gradient.
+    single = tf.nest.map_structure(lambda t: tf.squeeze(t, axis=0), stacked)
     return tf.nest.map_structure(lambda t: tf.expand_dims(t, 0), fn(single))
 
 
