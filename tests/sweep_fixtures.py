@@ -25,9 +25,8 @@ TINY = (
     "analysis.best_k=1",
     "train.steps_per_call=8",
     "train.checkpoint_every_s=0.2",
-    # The engine's noise-scale probe is not in the pack checkpoint yet: a resumed pack
-    # loses noise_scale_init/mid (reported to the lead). Off, so resume is checked exactly.
-    "train.noise_scale.enabled=False",
+    # The noise-scale probe stays on (the demo's setting): its values ride in the pack
+    # checkpoint, so resumed packs must reproduce them exactly too.
 )
 
 

@@ -67,6 +67,14 @@ def test_bad_override_exits_2_before_any_training(tmp_path, override, field):
     assert not workdir.exists()  # refused before the sweep touched anything
 
 
+def test_a_bucket_workdir_is_refused_with_what_to_do_instead(tmp_path):
+    done = cli("--workdir=gs://bucket/sweep", *TINY)
+    assert done.returncode == 2
+    assert "gs://bucket/sweep" in done.stderr and "local" in done.stderr
+    assert "gsutil -m rsync" in done.stderr
+    assert "[sweep]" not in done.stdout and not (REPO / "gs:").exists()
+
+
 @pytest.mark.slow
 def test_tiny_full_run_prints_table_and_paths(tmp_path):
     workdir = tmp_path / "run"

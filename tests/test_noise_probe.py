@@ -136,6 +136,45 @@ def test_engine_hook_records_init_and_mid_noise_scale():
         is None
 
 
+@pytest.mark.parametrize("stop_after_chunks", [2, 3])
+def test_a_resumed_pack_keeps_its_noise_scale(tmp_path, stop_after_chunks):
+    """Preempted before (2 chunks: step 10) or after (3 chunks: step 11) the middle step:
+    the resumed pack reports the uninterrupted run's values, measured once each."""
+    dataset = tiny_dataset(num_train=64)
+    config = engine_config(hidden=(8,), steps_per_call=5)
+    config.unlock()
+    config.train.noise_scale.update(enabled=True, batch_small=4, batch_big=16, num_batches=2)
+    config.lock()
+    members = [engine_lib.Member("a", 0.1, 0.0, 0), engine_lib.Member("b", 0.4, 0.9, 1)]
+
+    def engine():
+        return engine_lib.Engine(config, dataset, tf.distribute.get_strategy())
+
+    uninterrupted = engine().train_pack(members, 8, 23)
+    directory = str(tmp_path / "ckpt")
+    chunks = []
+    with pytest.raises(engine_lib.Preempted):
+        engine().train_pack(members, 8, 23,
+                            checkpoint=engine_lib.PackCheckpoint(directory, every_s=1e9),
+                            on_chunk=chunks.append,
+                            should_stop=lambda: len(chunks) >= stop_after_chunks - 1)
+    measured = []
+    original = noise_probe.measure_stacked
+    try:
+        noise_probe.measure_stacked = lambda *a, **k: measured.append(1) or original(*a, **k)
+        resumed = engine().train_pack(
+            members, 8, 23, checkpoint=engine_lib.PackCheckpoint(directory, every_s=1e9))
+    finally:
+        noise_probe.measure_stacked = original
+    assert len(measured) == (1 if stop_after_chunks == 2 else 0)  # only what was still due
+    for got, want in zip(resumed, uninterrupted):
+        for when in ("init", "mid"):
+            for suffix in ("", "_grad_sq", "_trace_sigma"):
+                key = f"noise_scale_{when}{suffix}"
+                assert want.metrics[key] is not None or suffix == ""
+                assert got.metrics[key] == want.metrics[key], key
+
+
 def test_report_puts_b_simple_beside_the_breakpoint(tmp_path):
     from tf_sgd_regimes import report
 

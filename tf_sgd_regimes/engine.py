@@ -538,6 +538,8 @@ class Engine:
 
         probe = noise_probe.PackProbe.from_config(self, runner, total_steps)
         if probe is not None:
+            if checkpoint is not None:  # a resumed pack keeps what it measured before
+                probe.values.update(checkpoint.restored_extra.get("noise_probe", {}))
             probe.measure_if_due(step)
         # --- end of hook
         while step < total_steps:
@@ -552,7 +554,8 @@ class Engine:
             finished = step >= total_steps or bool(np.all(diverged_at >= 0))
             stop = should_stop is not None and should_stop()
             if checkpoint is not None and (stop or (not finished and checkpoint.due())):
-                checkpoint.save(runner, identity, step)
+                checkpoint.save(runner, identity, step,
+                                extra={"noise_probe": probe.values} if probe else None)
             if on_chunk is not None:
                 mean_loss = runner.loss_sum.numpy() / n
                 mean_loss[diverged_at >= 0] = np.nan
@@ -622,6 +625,7 @@ class PackCheckpoint:
         self.every_s = float(every_s)
         self.clock = clock
         self._last = clock()
+        self.restored_extra = {}  # `extra` of the last restored save (JSON values)
 
     def due(self) -> bool:
         return self.every_s > 0 and self.clock() - self._last >= self.every_s
@@ -631,11 +635,14 @@ class PackCheckpoint:
                                    states=runner.states, step=runner.step,
                                    diverged_at=runner.diverged_at)
 
-    def save(self, runner, identity: dict, step: int) -> None:
+    def save(self, runner, identity: dict, step: int, extra: Optional[dict] = None) -> None:
+        """Saves the pack's tensors; `extra` (JSON values, e.g. the noise probe's
+        measurements) goes into the manifest and comes back as `restored_extra`."""
         os.makedirs(self.directory, exist_ok=True)
         name = f"step-{step:012d}"
         prefix = self._checkpoint(runner).write(os.path.join(self.directory, name, "ckpt"))
-        manifest = dict(identity, step=int(step), prefix=os.path.relpath(prefix, self.directory))
+        manifest = dict(identity, step=int(step), prefix=os.path.relpath(prefix, self.directory),
+                        extra=extra or {})
         ledger.write_atomic(os.path.join(self.directory, self.MANIFEST),
                             json.dumps(manifest, sort_keys=True))
         for entry in os.listdir(self.directory):
@@ -667,6 +674,7 @@ class PackCheckpoint:
                 f"checkpoint {prefix} is corrupt or incomplete ({e}); delete {self.directory} "
                 "to retrain this pack from its start") from e
         self._last = self.clock()
+        self.restored_extra = manifest.get("extra") or {}
         return int(manifest["step"])
 
     def clear(self) -> None:

@@ -79,50 +79,24 @@ def main(argv, overrides=()):
 
     from tf_sgd_regimes import data
     from tf_sgd_regimes import distributed
+    from tf_sgd_regimes import launch
     from tf_sgd_regimes import ledger
-    from tf_sgd_regimes import edges
     from tf_sgd_regimes import signals
     from tf_sgd_regimes import sweep as sweep_lib
 
-    # A grid grown by --extend_edges stays grown when the same command runs again.
-    config = edges.with_recorded_extensions(config, workdir)
-
+    tuner_id = _TUNER_ID.value or "worker0"
     try:
         if _ORACLE_ADDRESS.value:
             distributed.set_address(_ORACLE_ADDRESS.value, _TUNER_ID.value or "")
         role = _ROLE.value or distributed.role_from_env()
-        if role == "chief":
-            os.environ.setdefault(distributed.ENV_TUNER_ID, "chief")
-            with signals.StopRequest() as stop:
-                if not distributed.serve(config, workdir, should_stop=stop):
-                    print("[run] chief stopped by SIGTERM; re-run it to go on", flush=True)
-                    return signals.EXIT_PREEMPTED
-            records = ledger.read(workdir)
-        else:
-            oracle, tuner_id = None, _TUNER_ID.value or "worker0"
-            if role == "worker":
-                distributed.role_from_env()  # checks the address and tuner id are set
-                tuner_id = os.environ[distributed.ENV_TUNER_ID]
-                oracle = distributed.worker_oracle(config, workdir)
-            sweep = sweep_lib.Sweep(config, workdir, tuner_id=tuner_id, oracle=oracle)
-            print(f"[run] {len(sweep.cells)} cells on {sweep.strategy.num_replicas_in_sync} "
-                  f"replica(s) as {role} {tuner_id}; progress every few seconds", flush=True)
-            records = sweep.run()
-            extend = _EXTEND_EDGES.value
-            if role != "worker" and (edges.edge_settings(config).enabled
-                                     if extend is None else extend):
-                def run_grown(grown):
-                    return sweep_lib.Sweep(grown, workdir, dataset=sweep.dataset,
-                                           strategy=sweep.strategy).run()
-
-                records = edges.extend_edges(config, workdir, run_grown, records=records)
-                config = edges.with_recorded_extensions(config, workdir)
-                print(f"[run] learning-rate grid edges: {edges.load(workdir)['status']} "
-                      f"({os.path.abspath(os.path.join(workdir, edges.EDGES_FILE))})",
-                      flush=True)
+        config, records = launch.run_sweep(config, workdir, role, _TUNER_ID.value,
+                                           _EXTEND_EDGES.value)
     except (experiments.ConfigError, data.DataMissingError, ledger.LedgerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except launch.ChiefStopped as e:
+        print(f"[run] {e}", flush=True)
+        return signals.EXIT_PREEMPTED
     except sweep_lib.Preempted as e:
         print(f"[run] preempted: {e}. Checkpoint saved; re-run the same command to resume.",
               flush=True)
@@ -131,6 +105,7 @@ def main(argv, overrides=()):
         print(f"error: {e}", file=sys.stderr)
         return signals.EXIT_DISK_FULL
     if role == "worker":
+        tuner_id = os.environ.get(distributed.ENV_TUNER_ID, tuner_id)
         print(f"[run] worker {tuner_id} finished: no cells left to hand out", flush=True)
         return 0
     if not _NO_REPORT.value:

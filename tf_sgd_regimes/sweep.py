@@ -132,6 +132,13 @@ class Sweep:
     def __init__(self, config, workdir: str, strategy: Optional[tf.distribute.Strategy] = None,
                  dataset=None, tuner_id: str = "worker0", oracle=None,
                  stream=None, progress_interval_s: float = 5.0, idle_poll_s: float = 1.0):
+        if "://" in str(workdir):
+            # The ledger's promises rest on fsync + atomic rename, which object stores lack.
+            raise experiments.ConfigError(
+                f"--workdir {workdir!r} is a URL; a sweep's work directory must be on a local "
+                "(POSIX) file system, whose renames are atomic. Give a local path (on Colab, "
+                "a folder of the mounted Google Drive) and copy results to the bucket "
+                "afterwards, e.g. gsutil -m rsync -r DIR gs://BUCKET/DIR")
         self.config = config
         self.workdir = workdir
         self.stream = stream
