@@ -161,6 +161,18 @@ def test_fit_two_piece_recovers_exact_kink():
     assert line["log2_breakpoint"] == pytest.approx(10) and line["slope"] == pytest.approx(2)
 
 
+def test_fit_two_piece_never_rests_a_slope_on_one_point():
+    # Flat except the smallest B: a kink just past it would give one point an
+    # arbitrarily steep slope (it gave 200 in a real sweep). The fit must say "no growth"
+    # or put the kink at a batch size, with a slope the grid can support.
+    x = np.arange(3, 9, dtype=float)
+    y = np.array([-1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    fit = analysis.fit_two_piece(x, y, resolution=0.001)
+    assert fit["log2_breakpoint"] == 3.0 or fit["log2_breakpoint"] >= 4.0
+    assert abs(fit["slope"]) <= 1.0 + 1e-9
+    assert fit["log2_breakpoint"] == pytest.approx(4.0) and fit["slope"] == pytest.approx(1.0)
+
+
 def test_bootstrap_rep_zero_matches_optima():
     rng = np.random.default_rng(1)
     records = synthetic_records(rng, noise=0.03, batch_log2=range(0, 7), seeds=3)

@@ -33,6 +33,15 @@ def test_every_registered_experiment_loads_and_describes_itself():
         experiments.validate(config)
 
 
+def test_readme_lists_every_experiment_as_the_registry_describes_it():
+    from conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    assert experiments.markdown_table() in readme, (
+        "README.md's experiment table is stale; paste experiments.markdown_table():\n"
+        + experiments.markdown_table())
+
+
 def test_default_experiment_matches_the_issue():
     config = default()
     sweep = config.sweep

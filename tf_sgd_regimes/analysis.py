@@ -228,14 +228,18 @@ def fit_two_piece(log2_batch, log2_lr, resolution: float = 0.01) -> dict:
 
     Returns:
       {"log2_breakpoint", "slope", "log2_critical_lr", "sse"}; x* is scanned over
-      [min x, max x] (x* = max x means no plateau was seen; x* = min x no growth).
+      {min x} and [second-smallest x, max x] (x* = max x means no plateau was seen;
+      x* = min x no growth).
     """
     x = np.asarray(log2_batch, dtype=float)
     y = np.asarray(log2_lr, dtype=float)
     if len(x) < 3 or len(np.unique(x)) < 3:
         raise ValueError(f"a two-piece fit needs optima at >= 3 batch sizes, got {len(x)}")
-    steps = max(2, int(round((x.max() - x.min()) / resolution)) + 1)
-    candidates = np.linspace(x.min(), x.max(), steps)
+    # x* is either min x (no growth) or at least the second-smallest x: between the two,
+    # one point alone would set the slope as (its offset) / (x* - min x), unbounded.
+    second = np.unique(x)[1]
+    steps = max(2, int(round((x.max() - second) / resolution)) + 1)
+    candidates = np.concatenate([[x.min()], np.linspace(second, x.max(), steps)])
     u = np.minimum(x[None, :] - candidates[:, None], 0.0)
     u_mean = u.mean(axis=1, keepdims=True)
     var = ((u - u_mean) ** 2).sum(axis=1)

@@ -66,6 +66,15 @@ def describe() -> str:
     return "\n".join(lines)
 
 
+def markdown_table() -> str:
+    """The README's experiment table, rendered from the registry (a test keeps them equal)."""
+    lines = ["| experiment | what | expected cost |", "|---|---|---|"]
+    for name in names():
+        config = get_config(name)
+        lines.append(f"| `{name}` | {config.description} | {config.cost} |")
+    return "\n".join(lines)
+
+
 def _parse_value(text: str, current, field: str):
     """Parses an override string into the type of the field's current value."""
     if isinstance(current, bool):

@@ -105,8 +105,8 @@ class SweepCheckpoint(engine_lib.PackCheckpoint):
     saved_step: Optional[int] = None
     restored_step: int = 0
 
-    def save(self, runner, identity: dict, step: int) -> None:
-        super().save(runner, identity, step)
+    def save(self, runner, identity: dict, step: int, extra: Optional[dict] = None) -> None:
+        super().save(runner, identity, step, extra)
         self.saved_step = int(step)
 
     def restore(self, runner, identity: dict) -> int:
