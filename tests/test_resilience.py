@@ -90,69 +90,83 @@ def test_kill_9_and_sigterm_loop_loses_nothing_and_matches_an_uninterrupted_run(
     Kills land right after a record appears (between a pack's record writes), at a
     random moment after a checkpoint, or at a random time from start-up (imports,
     keras-tuner and TensorBoard writes). The SIGTERM must save a checkpoint at the step
-    it names, exit 75, and the next start must resume from it.
+    it names, exit 75, and the next start must resume from it. How many records slip
+    through before a kill lands depends on the machine's speed; a sweep that finishes
+    before the 10th kill is checked and the loop goes on in a fresh work directory.
     """
     reference_dir, reference_records = reference
-    workdir = str(tmp_path / "killed")
     rng = random.Random(4)
-    kills, resumed, preempted = 0, 0, False
-    history = []  # (mode, hit, records after): in the failure message, to see the margin
-    modes = ["record", "checkpoint", "startup"]
-    for attempt in range(40):
-        process = subprocess.Popen(fx.cli_args(workdir), env=fx.env(), cwd=fx.REPO,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        mode = "sigterm" if attempt == 4 else modes[attempt % 3] if kills < 11 else "none"
-        records_before, manifests_before = len(fx.ledger_files(workdir)), _manifests(workdir)
-
-        def new_record():
-            return len(fx.ledger_files(workdir)) > records_before
-
-        # Every wait also ends when a new record lands, so one kill lets at most about
-        # one record through however fast the machine is: the loop always gets its
-        # 10+ kills before the grid's 12 cells are done.
-        if mode == "record":
-            hit = _wait_for(new_record, process, 180)
-        elif mode in ("checkpoint", "sigterm"):
-            hit = _wait_for(lambda: new_record() or (bool(_manifests(workdir))
-                            and _manifests(workdir) != manifests_before), process, 180)
-            if mode == "checkpoint" and hit:
-                hit = _wait_for(_after(rng.uniform(0.0, 0.3), new_record), process, 180)
-        elif mode == "startup":
-            hit = _wait_for(_after(rng.uniform(0.5, 5.0), new_record), process, 180)
-        else:
-            hit = False
-        if hit and process.poll() is None:
+    kills, resumed, preempted, attempt, max_attempt = 0, 0, False, 0, 0
+    history = []  # (round, mode, hit, records after): shows the margin in a failure
+    for round_ in range(4):
+        workdir = str(tmp_path / f"killed{round_}")
+        while True:
+            mode, hit, process, output = _one_attempt(workdir, attempt, kills, rng)
+            attempt += 1
+            kills += hit and mode != "sigterm"
+            resumed += output.count("resumed from checkpoint")
+            history.append((round_, mode, hit, len(fx.ledger_files(workdir))))
+            if process.returncode == 0:
+                break
             if mode == "sigterm":
-                process.send_signal(signal.SIGTERM)
-            else:
-                process.kill()
-                kills += 1
-        output, _ = process.communicate(timeout=300)
-        resumed += output.count("resumed from checkpoint")
-        history.append((mode, hit, len(fx.ledger_files(workdir))))
-        if process.returncode == 0:
+                assert process.returncode == signals.EXIT_PREEMPTED, output[-3000:]
+                match = re.search(r"stopped at step (\d+)", output)
+                if match:  # the signal came mid-pack: the checkpoint is at the step it names
+                    assert _manifest_step(workdir) == int(match.group(1))
+                else:  # it came between packs: nothing was training, nothing to save
+                    assert "stop requested (SIGTERM)" in output, output[-3000:]
+                preempted = True
+                continue
+            assert process.returncode == -signal.SIGKILL, (history, output[-3000:])
+            assert attempt < 60, history
+        records = fx.read_records(workdir)
+        assert set(records) == _expected_cells(fx.config())  # every cell, once (one file)
+        assert [r["cell_id"] for r in ledger.read(workdir)] == sorted(records)
+        _assert_same_results(records, reference_records)
+        _assert_tensorboard_clean(workdir, reference_dir, records)
+        assert not os.path.exists(resume.checkpoints_dir(workdir))  # cleaned up at the end
+        max_attempt = max(max_attempt, max(r["attempt"] for r in records.values()))
+        if kills >= 10:
             break
-        if mode == "sigterm":
-            assert process.returncode == signals.EXIT_PREEMPTED, output[-3000:]
-            match = re.search(r"stopped at step (\d+)", output)
-            if match:  # the signal came mid-pack: the checkpoint is at the step it names
-                assert _manifest_step(workdir) == int(match.group(1))
-            else:  # it came between packs: nothing was training, nothing to save
-                assert "stop requested (SIGTERM)" in output, output[-3000:]
-            preempted = True
-            continue
-        assert process.returncode == -signal.SIGKILL, output[-3000:]
-    assert process.returncode == 0 and kills >= 10 and preempted, (kills, history,
-                                                                   output[-2000:])
     print("kill loop:", history)
-    assert resumed >= 2  # packs continued mid-training from their checkpoints
-    records = fx.read_records(workdir)
-    assert set(records) == _expected_cells(fx.config())  # every cell, each once (one file)
-    assert [r["cell_id"] for r in ledger.read(workdir)] == sorted(records)
-    _assert_same_results(records, reference_records)
-    assert max(r["attempt"] for r in records.values()) >= 2  # records say which attempt
-    _assert_tensorboard_clean(workdir, reference_dir, records)
-    assert not os.path.exists(resume.checkpoints_dir(workdir))  # cleaned up at the end
+    assert kills >= 10 and preempted, history
+    assert max_attempt >= 2  # records say which attempt
+    assert resumed >= 2, history  # packs continued mid-training from their checkpoints
+
+
+def _one_attempt(workdir, attempt, kills, rng):
+    """Starts the sweep, waits for this attempt's moment, kills (or SIGTERMs) it.
+
+    Returns (mode, hit, finished process, its output). Every wait also ends when a new
+    record lands, so that one kill lets few records through however fast the machine.
+    """
+    process = subprocess.Popen(fx.cli_args(workdir), env=fx.env(), cwd=fx.REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    modes = ["record", "checkpoint", "startup"]
+    mode = "sigterm" if attempt == 4 else modes[attempt % 3] if kills < 11 else "none"
+    records_before, manifests_before = len(fx.ledger_files(workdir)), _manifests(workdir)
+
+    def new_record():
+        return len(fx.ledger_files(workdir)) > records_before
+
+    if mode == "record":
+        hit = _wait_for(new_record, process, 180)
+    elif mode in ("checkpoint", "sigterm"):
+        hit = _wait_for(lambda: new_record() or (bool(_manifests(workdir))
+                        and _manifests(workdir) != manifests_before), process, 180)
+        if mode == "checkpoint" and hit:
+            hit = _wait_for(_after(rng.uniform(0.0, 0.3), new_record), process, 180)
+    elif mode == "startup":
+        hit = _wait_for(_after(rng.uniform(0.5, 5.0), new_record), process, 180)
+    else:
+        hit = False
+    hit = hit and process.poll() is None
+    if hit and mode == "sigterm":
+        process.send_signal(signal.SIGTERM)
+    elif hit:
+        process.kill()
+    output, _ = process.communicate(timeout=300)
+    return mode, hit, process, output
 
 
 def _wait_for(predicate, process, timeout):
