@@ -62,3 +62,29 @@ def test_validation_fraction_holds_out_the_tail():
     assert held.split == "validation"
     np.testing.assert_array_equal(held.train_x, full.train_x[:4000])
     np.testing.assert_array_equal(held.test_x, full.train_x[4000:])
+
+
+def test_report_states_the_chains_bound_beside_the_best_run():
+    import pandas as pd
+
+    from tf_sgd_regimes import analysis, report
+
+    fields = dict(vocab_size=16, chain_seed=5)
+    loaded = synthetic.load_synthetic_language(num_train_tokens=2000, num_test_tokens=500,
+                                               unroll=5, **fields)
+    # The bound from the plain samples of a long stream: exp of the mean -log P(next | prev).
+    matrix = synthetic.transition_matrix(seed=5, vocab_size=16)
+    stream = synthetic.sample_stream(matrix, 200_000, seed=1)
+    empirical = np.exp(-np.log(matrix[stream[:-1], stream[1:]]).mean())
+    assert loaded.info["optimal_perplexity"] == pytest.approx(empirical, rel=0.01)
+
+    bound = loaded.info["optimal_perplexity"]
+    optimal = pd.DataFrame({"optimizer": ["sgd", "momentum"], "batch_size": [8, 16],
+                            "test_perplexity_mean": [2 * bound, 1.5 * bound]})
+    settings = analysis.Settings(selection_metric="test_perplexity", selection_mode="min")
+    config = {"data": dict(name="synthetic_language", **fields)}
+    _, line = report._language_bound(config, optimal, settings)
+    assert f"{loaded.info['optimal_perplexity']:.3f} at best" in line
+    assert f"{loaded.info['unigram_perplexity']:.3f}" in line
+    assert "(momentum, B = 16), 1.500x the bound" in line
+    assert report._language_bound({"data": {"name": "digits"}}, optimal, settings) == []

@@ -142,6 +142,7 @@ def generate(workdir: str, config, records=None, out_dir: Optional[str] = None) 
 
     _figures(result, settings, kind, cells, optimal, config, name, out_dir)
     lines += _noise_scale(result, records, optimal, name, out_dir)
+    lines += _language_bound(config, optimal, settings)
     if kind == "epoch_budget":
         budget = analysis.budget_optima(records, settings)
         result["exports"]["budget"] = os.path.join(out_dir, "budget.csv")
@@ -155,6 +156,26 @@ def generate(workdir: str, config, records=None, out_dir: Optional[str] = None) 
                       ["optimizer", "batch_size", "epochs", "optimal_lr_test",
                        "optimal_lr_train"]].astype(str))]
     return _finish(result, lines, out_dir)
+
+
+def _language_bound(config, optimal, settings) -> list:
+    """The synthetic language's best possible perplexity (its entropy rate) beside ours."""
+    data = _field(config, "data")
+    metric = settings.selection_metric
+    if _field(data, "name") != "synthetic_language" or "perplexity" not in metric:
+        return []
+    from tf_sgd_regimes.data import synthetic_language
+
+    fields = {key: _field(data, key) for key in
+              ("vocab_size", "concentration", "uniform_mix", "chain_seed")
+              if _field(data, key) is not None}
+    bound = synthetic_language.bounds(**fields)
+    best = optimal.loc[optimal[f"{metric}_mean"].idxmin()]
+    return ["", f"The chain's entropy rate allows a {metric} of "
+            f"{bound['optimal_perplexity']:.3f} at best (a model without context: "
+            f"{bound['unigram_perplexity']:.3f}); the best found here is "
+            f"{best[f'{metric}_mean']:.3f} ({best['optimizer']}, B = {int(best['batch_size'])}), "
+            f"{best[f'{metric}_mean'] / bound['optimal_perplexity']:.3f}x the bound"]
 
 
 def _figures(result, settings, kind, cells, optimal, config, name, out_dir):

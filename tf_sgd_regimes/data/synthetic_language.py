@@ -59,6 +59,21 @@ def sample_stream(matrix: np.ndarray, num_tokens: int, seed: int) -> np.ndarray:
     return stream
 
 
+def bounds(vocab_size: int = 32, concentration: float = 0.2, uniform_mix: float = 0.01,
+           chain_seed: int = 0) -> dict:
+    """What a model can reach on the chain: the entropy rate's perplexity exp(H) (the best
+    possible), and the unigram perplexity (the best without context)."""
+    return _bounds_of(transition_matrix(vocab_size, concentration, uniform_mix, chain_seed))
+
+
+def _bounds_of(matrix: np.ndarray) -> dict:
+    pi = stationary_distribution(matrix)
+    entropy = entropy_rate(matrix)
+    # A model that ignores context can do no better than the unigram entropy.
+    return {"entropy_rate_nats": entropy, "optimal_perplexity": float(np.exp(entropy)),
+            "unigram_perplexity": float(np.exp(-np.sum(pi * np.log(pi))))}
+
+
 def load_synthetic_language(vocab_size: int = 32, concentration: float = 0.2,
                             uniform_mix: float = 0.01, chain_seed: int = 0,
                             num_train_tokens: int = 100_000, num_test_tokens: int = 20_000,
@@ -77,8 +92,6 @@ def load_synthetic_language(vocab_size: int = 32, concentration: float = 0.2,
     """
     splits.check_fraction(validation_fraction)
     matrix = transition_matrix(vocab_size, concentration, uniform_mix, chain_seed)
-    entropy = entropy_rate(matrix)
-    pi = stationary_distribution(matrix)
     train = sample_stream(matrix, num_train_tokens, chain_seed + 1)
     split = "test"
     if validation_fraction > 0:
@@ -102,10 +115,7 @@ def load_synthetic_language(vocab_size: int = 32, concentration: float = 0.2,
         split=split,
         info={
             "source": "seeded first-order Markov chain (tf_sgd_regimes.data.synthetic_language)",
-            "entropy_rate_nats": entropy,
-            "optimal_perplexity": float(np.exp(entropy)),
-            # A model that ignores context can do no better than the unigram entropy.
-            "unigram_perplexity": float(np.exp(-np.sum(pi * np.log(pi)))),
+            **_bounds_of(matrix),
             "vocab_size": vocab_size,
             "concentration": concentration,
             "uniform_mix": uniform_mix,
