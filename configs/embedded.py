@@ -5,17 +5,15 @@
     python -m tf_sgd_regimes.run --experiment=digits_autoencoder_epoch_budget
     python -m tf_sgd_regimes.run --experiment=synthetic_lstm_epoch_budget
 
-Expected cost on 2 CPU cores (ESTIMATES: extrapolated from a timed one-seed run of a
-larger digits CNN grid, 28.5k pack steps in 11 min on this machine while other jobs shared
-it); seconds to a minute on a TPU v3-8, where dispatch, not FLOPs, bounds such small
-models (also an estimate):
+Cost on 2 CPU cores, measured (BENCHMARKS.md, "Embedded experiments"); on a TPU v3-8
+seconds to a minute, where dispatch, not FLOPs, bounds such small models (an estimate):
 
 | experiment | family | cells | 2 CPU cores |
 |---|---|---|---|
-| digits_cnn_epoch_budget | small CNN, sklearn digits, 10 epochs | 2 x 6 x 9 x 3 = 324 | ~5 min |
-| digits_wrn_epoch_budget | WRN-10-1 + ghost BN (16), 10 epochs | 2 x 3 x 7 x 3 = 126 | ~6 min |
-| digits_autoencoder_epoch_budget | 64-32-8-32-64 autoencoder, 20 ep. | 2x6x11x3 = 396 | ~3 min |
-| synthetic_lstm_epoch_budget | 1-layer LSTM, Markov language, 4 ep. | 2x5x9x3 = 270 | ~3 min |
+| digits_cnn_epoch_budget | small CNN, sklearn digits, 10 epochs | 2 x 6 x 10 x 3 = 360 | ~8 min |
+| digits_wrn_epoch_budget | WRN-10-1 + ghost BN (16), 10 epochs | 2 x 3 x 7 x 3 = 126 | WRN_COST |
+| digits_autoencoder_epoch_budget | 64-32-8-32-64 autoencoder, 20 ep. | 2x6x12x3 = 432 | ~1 min |
+| synthetic_lstm_epoch_budget | 1-layer LSTM, Markov language, 6 ep. | 2x5x11x3 = 330 | ~6 min |
 
 Each mirrors its paper family: the same loss, metric, schedule, momentum form, L2 scope
 and selection rule (best 2 of 3 seeds, the paper's 12 of 15 in spirit), on data that
@@ -42,11 +40,12 @@ def digits_cnn_epoch_budget():
     """Small CNN on 8x8 digits, 10 epochs (the WRN family's classification setting)."""
     config = _base("digits_images", dict(name="small_cnn", filters=(8, 16)))
     config.description = "small CNN on sklearn digits, 10 epochs, SGD vs Momentum"
-    config.cost = "~5 min on 2 CPU cores (estimate)"
+    config.cost = "~8 min on 2 CPU cores"
     config.l2 = 5e-4
     config.budget.epochs = 10.0
     config.sweep.batch_sizes = tuple(2**i for i in range(3, 9))  # 8 .. 256
-    config.sweep.effective_lrs = common.powers_of_two(-6, 2)
+    # Measured optima: SGD 2^-1..2^1, Momentum up to 2^2 (then the grid's edge) at B >= 32.
+    config.sweep.effective_lrs = common.powers_of_two(-5, 4)
     config.train.divergence_loss = 100.0
     return config
 
@@ -62,7 +61,8 @@ def digits_wrn_epoch_budget():
     config.l2_scope = "all"
     config.budget.epochs = 10.0
     config.sweep.batch_sizes = (32, 128, 512)
-    config.sweep.effective_lrs = common.powers_of_two(-5, 1)
+    # A 2^-5..2^1 sweep put 5 of 6 optima on its top edge (2^1).
+    config.sweep.effective_lrs = common.powers_of_two(-3, 3)
     config.sweep.pack_size = 0
     config.train.divergence_loss = 100.0
     return config
@@ -72,11 +72,12 @@ def digits_autoencoder_epoch_budget():
     """64-32-8-32-64 autoencoder on digits, 20 epochs (the MNIST autoencoder in miniature)."""
     config = _base("digits_autoencoder", dict(name="small_autoencoder", widths=(32, 8)))
     config.description = "autoencoder on sklearn digits, 20 epochs, SGD vs Momentum"
-    config.cost = "~3 min on 2 CPU cores (estimate)"
+    config.cost = "~1 min on 2 CPU cores"
     config.l2 = 1e-5
     config.budget.epochs = 20.0
     config.sweep.batch_sizes = tuple(2**i for i in range(3, 9))  # 8 .. 256
-    config.sweep.effective_lrs = tuple(0.01 * 2.0**k for k in range(-3, 8))
+    # Measured optima: SGD 0.32-0.64, Momentum 1.28 (then the grid's edge) from B = 16.
+    config.sweep.effective_lrs = tuple(0.01 * 2.0**k for k in range(-2, 10))
     config.analysis.selection_metric = "test_mse"
     config.analysis.selection_mode = "min"
     config.analysis.train_metric = "train_mse"
@@ -85,19 +86,22 @@ def digits_autoencoder_epoch_budget():
 
 
 def synthetic_lstm_epoch_budget():
-    """One-layer LSTM on a 32-word Markov language, 4 epochs of 30k tokens."""
+    """One-layer LSTM on a 32-word Markov language, 6 epochs of 30k tokens."""
     config = common.base_config()
     config.data = dict(name="synthetic_language", vocab_size=32, num_train_tokens=30_000,
                        num_test_tokens=10_000, unroll=20, chain_seed=0)
     config.model = dict(name="small_lstm_lm", embedding_size=32, units=64, num_layers=1,
                         dropout_rate=0.0)
     config.description = ("LSTM on a synthetic Markov language (optimal perplexity known), "
-                          "4 epochs, SGD vs Momentum")
-    config.cost = "~3 min on 2 CPU cores (estimate)"
-    config.budget.epochs = 4.0
+                          "6 epochs, SGD vs Momentum")
+    config.cost = "~6 min on 2 CPU cores"
+    config.budget.epochs = 6.0
     config.sweep.optimizers = ("sgd", "momentum")
-    config.sweep.batch_sizes = (4, 8, 16, 32, 64)
-    config.sweep.effective_lrs = common.powers_of_two(-2, 2, 0.5)  # sqrt(2) grid, as PTB
+    config.sweep.batch_sizes = (8, 16, 32, 64, 128)
+    # sqrt(2) grid, as PTB. A 2^2..2^7 sweep at B = 4..64 put the optima at 2^4.5..2^5 for
+    # SGD and 2^4.5..2^7 for Momentum: a 64-unit LSTM clipped at 5 wants far larger rates
+    # than PTB's.
+    config.sweep.effective_lrs = common.powers_of_two(3, 8, 0.5)
     config.sweep.seeds = (0, 1, 2)
     config.train.clip_grad_norm = 5.0
     config.train.divergence_loss = 20.0  # ln(32) = 3.5 at the start

@@ -652,6 +652,7 @@ class PackCheckpoint:
 
     def restore(self, runner, identity: dict) -> int:
         """Restores a checkpoint of this very pack; returns the step to continue from."""
+        self.restored_extra = {}
         path = os.path.join(self.directory, self.MANIFEST)
         if not os.path.exists(path):
             return 0

@@ -1,8 +1,8 @@
 """One experiment's sweep in any role, with edge extension: what `run.py` drives, callable
 from a notebook as well.
 
-    records = launch.run_sweep(config, workdir)            # standalone
-    records = launch.run_sweep(config, workdir, role="chief")
+    config, records = launch.run_sweep(config, workdir)                 # standalone
+    config, records = launch.run_sweep(config, workdir, role="chief")
 
 Errors are raised, not turned into exit codes (run.py does that): ConfigError,
 DataMissingError, LedgerError (bad input), Preempted (SIGTERM, checkpoint saved),

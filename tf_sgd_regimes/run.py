@@ -84,7 +84,6 @@ def main(argv, overrides=()):
     from tf_sgd_regimes import signals
     from tf_sgd_regimes import sweep as sweep_lib
 
-    tuner_id = _TUNER_ID.value or "worker0"
     try:
         if _ORACLE_ADDRESS.value:
             distributed.set_address(_ORACLE_ADDRESS.value, _TUNER_ID.value or "")
@@ -105,7 +104,7 @@ def main(argv, overrides=()):
         print(f"error: {e}", file=sys.stderr)
         return signals.EXIT_DISK_FULL
     if role == "worker":
-        tuner_id = os.environ.get(distributed.ENV_TUNER_ID, tuner_id)
+        tuner_id = os.environ[distributed.ENV_TUNER_ID]  # run_sweep checked it is set
         print(f"[run] worker {tuner_id} finished: no cells left to hand out", flush=True)
         return 0
     if not _NO_REPORT.value:
