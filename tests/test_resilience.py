@@ -408,3 +408,16 @@ def test_progress_eta_weights_steps_by_batch_plus_overhead():
     lines = out.getvalue().splitlines()
     assert all(line.startswith("[sweep] cells ") for line in lines)
     assert "\r" not in out.getvalue() and "ETA" in lines[-1]
+
+
+def test_checkpoints_of_fully_recorded_packs_are_pruned_and_others_kept(tmp_path):
+    """A kill between a pack's last record and its checkpoint's removal leaves an orphan."""
+    root = resume.checkpoints_dir(str(tmp_path))
+    manifests = {"done": ["a", "b"], "half": ["c", "d"], "corrupt": None}
+    for name, cells in manifests.items():
+        os.makedirs(os.path.join(root, name))
+        with open(os.path.join(root, name, resume.MANIFEST), "w") as f:
+            f.write(json.dumps({"cells": cells, "step": 3}) if cells else "{trunc")
+    removed = resume.prune_finished_checkpoints(str(tmp_path), {"a", "b", "c"}.__contains__)
+    assert removed == [os.path.join(root, "done")]
+    assert sorted(os.listdir(root)) == ["corrupt", "half"]

@@ -30,6 +30,7 @@ import tensorflow as tf
 from tf_sgd_regimes import ledger
 from tf_sgd_regimes import models as model_registry
 from tf_sgd_regimes import optimizers
+from tf_sgd_regimes import resume
 from tf_sgd_regimes import schedules
 from tf_sgd_regimes import tasks
 from tf_sgd_regimes.models import regularization
@@ -618,7 +619,7 @@ class PackCheckpoint:
     afterwards. A kill during a save leaves the previous manifest and checkpoint intact.
     """
 
-    MANIFEST = "manifest.json"
+    MANIFEST = resume.MANIFEST
 
     def __init__(self, directory: str, every_s: float, clock=time.monotonic):
         self.directory = directory

@@ -18,9 +18,13 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from tf_sgd_regimes import ledger
+
+
+MANIFEST = "manifest.json"  # in each pack's checkpoint directory (engine.PackCheckpoint)
 
 
 class StateWarning(UserWarning):
@@ -39,6 +43,27 @@ def pack_key(cell_ids: Sequence[str], batch_size: int, steps: int) -> str:
     """Directory name of a pack's checkpoint: readable prefix + hash of its members."""
     digest = hashlib.sha256("\n".join(cell_ids).encode()).hexdigest()[:12]
     return f"B{batch_size:05d}_steps{steps}_{len(cell_ids)}m_{digest}"
+
+
+def prune_finished_checkpoints(workdir: str, is_done) -> List[str]:
+    """Deletes the checkpoints of packs whose every cell has a record; returns their paths.
+
+    A kill between a pack's last record and the removal of its checkpoint leaves one
+    that no pack will resume. An unreadable manifest is left for its pack's own restore
+    to report.
+    """
+    root = checkpoints_dir(workdir)
+    removed = []
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else ():
+        try:
+            with open(os.path.join(root, name, MANIFEST)) as f:
+                cells = json.load(f)["cells"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if cells and all(is_done(cell_id) for cell_id in cells):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            removed.append(os.path.join(root, name))
+    return removed
 
 
 def _read_json(path: str, report) -> Optional[dict]:

@@ -211,6 +211,7 @@ class Sweep:
                     summaries.write_experiment(self.workdir, self.config,
                                                self.dataset.task, self.dataset.split)
                 self.source.reclaim()
+                resume.prune_finished_checkpoints(self.workdir, self.source.is_done)
                 while not stop():
                     pack = self.source.next_pack()
                     if not isinstance(pack, Pack):
