@@ -9,6 +9,15 @@ def powers_of_two(low: int, high: int, step: float = 1.0) -> tuple:
     return tuple(float(2.0 ** (low + i * step)) for i in range(count))
 
 
+def variant_config(variants: dict, variant: str) -> ml_collections.ConfigDict:
+    """The config of `variant` (a name in `variants`, name -> config function), named."""
+    if variant not in variants:
+        raise ValueError(f"unknown variant {variant!r}; known: {sorted(variants)}")
+    config = variants[variant]()
+    config.name = variant
+    return config
+
+
 def base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.name = ""

@@ -123,8 +123,4 @@ _VARIANTS = {
 
 
 def get_config(variant: str = "digits_cnn_epoch_budget"):
-    if variant not in _VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; known: {sorted(_VARIANTS)}")
-    config = _VARIANTS[variant]()
-    config.name = variant
-    return config
+    return common.variant_config(_VARIANTS, variant)

@@ -99,8 +99,4 @@ _VARIANTS = {
 
 
 def get_config(variant: str = "mnist_autoencoder_step_budget"):
-    if variant not in _VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; known: {sorted(_VARIANTS)}")
-    config = _VARIANTS[variant]()
-    config.name = variant
-    return config
+    return common.variant_config(_VARIANTS, variant)
