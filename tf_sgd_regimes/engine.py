@@ -463,6 +463,21 @@ def make_sampler(dataset, strategy, config):
     return ShuffleSampler(dataset, strategy)
 
 
+def use_xla(config, strategy) -> bool:
+    """config.train.jit_compile resolved: True, False, or "auto" decided here.
+
+    A TPU always runs XLA. Elsewhere "auto" follows the measurements in BENCHMARKS.md.
+    """
+    from tf_sgd_regimes import experiments  # light: no TensorFlow import of its own
+
+    jit = experiments.tri_state(config.train.jit_compile, "train.jit_compile")
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return True
+    if jit == "auto":
+        return False
+    return jit
+
+
 class Engine:
     """Trains packs of members of one experiment under one strategy."""
 
@@ -471,9 +486,7 @@ class Engine:
         self.dataset = dataset
         self.strategy = strategy
         self.replicas = int(strategy.num_replicas_in_sync)
-        jit = config.train.jit_compile
-        # XLA on CPU pays off only for long compiled loops; it also needs static shapes.
-        self.jit_compile = bool(jit) if jit != "auto" else False
+        self.jit_compile = use_xla(config, strategy)
         self.sampler = make_sampler(dataset, strategy, config)
         eval_batch = int(config.train.eval_batch_size)
         self.eval_batch_size = max(self.replicas, eval_batch - eval_batch % self.replicas)

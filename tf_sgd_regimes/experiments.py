@@ -75,13 +75,37 @@ def markdown_table() -> str:
     return "\n".join(lines)
 
 
+# Fields that are True, False or "auto" (decided at run time). Their overrides parse as
+# booleans: the string "False" must never reach a truth test, where it would mean True.
+TRI_STATE_FIELDS = ("train.jit_compile",)
+
+_TRUE = ("1", "true", "yes")
+_FALSE = ("0", "false", "no")
+
+
+def tri_state(value, field: str):
+    """True, False or "auto" from a bool or a case-insensitive string; else ConfigError."""
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower() if isinstance(value, str) else None
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    if lowered == "auto":
+        return "auto"
+    raise ConfigError(f"config.{field}={value!r}: expected true, false or auto")
+
+
 def _parse_value(text: str, current, field: str):
     """Parses an override string into the type of the field's current value."""
+    if field in TRI_STATE_FIELDS:
+        return tri_state(text, field)
     if isinstance(current, bool):
         lowered = text.strip().lower()
-        if lowered in ("1", "true", "yes"):
+        if lowered in _TRUE:
             return True
-        if lowered in ("0", "false", "no"):
+        if lowered in _FALSE:
             return False
         raise ConfigError(f"override {field}={text!r}: expected true/false")
     if isinstance(current, (int, float)) and not isinstance(current, bool):
@@ -133,7 +157,12 @@ def apply_overrides(config: ml_collections.ConfigDict,
         key = parts[-1]
         if key not in parent:
             raise ConfigError(_unknown_field(config, field))
-        parent[key] = _parse_value(text, parent[key], field)
+        value = _parse_value(text, parent[key], field)
+        if field in TRI_STATE_FIELDS:  # "auto" is a str, True a bool: the type may change
+            with parent.ignore_type():
+                parent[key] = value
+        else:
+            parent[key] = value
     config.lock()
     return config
 
@@ -201,6 +230,10 @@ def validate(config: ml_collections.ConfigDict, num_train: int = 0, replicas: in
                           "(the learning rate is divided by it)")
     if schedule.warmup_steps < 0:
         raise ConfigError(f"config.schedule.warmup_steps={schedule.warmup_steps}: must be >= 0")
+    tree = config.to_dict()
+    for field in TRI_STATE_FIELDS:
+        if _get(tree, field) != {}:  # {}: the config has no such field
+            tri_state(_get(tree, field), field)
     if config.train.steps_per_call < 1:
         raise ConfigError("config.train.steps_per_call must be >= 1")
     if config.l2 < 0:

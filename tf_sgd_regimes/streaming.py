@@ -50,10 +50,10 @@ class StreamedSampler:
     def __init__(self, dataset, strategy, config):
         self.dataset = dataset
         self.strategy = strategy
-        jit = config.train.jit_compile
-        on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
+        from tf_sgd_regimes import engine  # imported late: engine imports this module lazily
+
         # XLA needs static shapes (and then the engine keeps one runner per batch size).
-        self._static_batch = on_tpu or (bool(jit) if jit != "auto" else False)
+        self._static_batch = engine.use_xla(config, strategy)
         self._iterators = ()
         self._key = None  # (seeds, batch_size) of the current streams
         self._next_step = None  # the step the current streams continue from
