@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_sgd_regimes import ledger
+from tf_sgd_regimes import member_map
 from tf_sgd_regimes import models as model_registry
 from tf_sgd_regimes import optimizers
 from tf_sgd_regimes import resume
@@ -165,7 +166,11 @@ class _PackRunner:
             batch_size = self.static_batch
         strategy = self.engine.strategy
         bound = float(self.engine.config.train.divergence_loss)
-        for i in tf.range(num_steps):
+        # A while loop, not `for i in tf.range(num_steps)`: AutoGraph gives a range loop
+        # maximum_iterations=num_steps, which XLA must know at compile time, so every new
+        # chunk length (the last chunk of a pack) would compile again.
+        i = tf.constant(0, tf.int32)
+        while i < num_steps:
             # Samplers that stream (tf.data) fetch here, in cross-replica context.
             fetched = self.engine.sampler.fetch()
             per_replica = strategy.run(self._replica_step,
@@ -178,6 +183,7 @@ class _PackRunner:
             self.diverged_at.assign(tf.where(newly, self.step, self.diverged_at))
             self.loss_sum.assign_add(tf.where(finite, losses, tf.zeros_like(losses)))
             self.step.assign_add(1)
+            i += 1
 
     def _replica_step(self, indices, i, batch_size, fetched):
         engine = self.engine
@@ -293,7 +299,9 @@ def _map_members(fn, stacked):
     """
     members = tf.nest.flatten(stacked)[0].shape[0]
     if members != 1:
-        return tf.vectorized_map(fn, stacked)
+        # member_map.vectorize: tf.vectorized_map that XLA compiles once per shape and
+        # that runs a pack's convolutions as one grouped convolution per layer.
+        return member_map.vectorize(fn, stacked)
     # squeeze, not t[0]: its gradient is a free reshape, where a slice's gradient
     # (StridedSliceGrad) writes a fresh zero-padded copy of every weight's gradient.
     single = tf.nest.map_structure(lambda t: tf.squeeze(t, axis=0), stacked)
@@ -372,7 +380,9 @@ class ShuffleSampler:
         """x [K, B/R, ...], y [K, B/R]: this replica's share of every member's batch."""
         local = batch_size // replicas
         start = i * batch_size + replica * local
-        idx = indices[:, start:start + local]
+        # A slice of static size when the batch is static (XLA): indices[:, a:b] with a
+        # tensor `a` has a dynamic size, which XLA pads to the whole chunk.
+        idx = tf.slice(indices, tf.stack([0, start]), tf.stack([indices.shape[0], local]))
         x = tf.gather(self.train_x, idx)
         y = tf.gather(self.train_y, idx)
         if self.dataset.augment is not None:
