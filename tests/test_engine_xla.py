@@ -29,7 +29,7 @@ def tiny_pack_dataset(name, batch_size, count=12):
     rng = np.random.default_rng(0)
     if task == "language_model":
         tokens = rng.integers(0, outputs, size=batch_size * shape[0] * 4 + 1).astype(np.int32)
-        return base.Dataset(name, task, tokens, None, tokens[: batch_size * shape[0] + 1],
+        return base.Dataset(name, task, tokens, None, tokens[: 8 * shape[0] + 2],
                             None, outputs, shape, ordering="streams", unroll=shape[0])
     if task == "autoencoder":
         x = rng.uniform(size=(count,) + shape).astype(np.float32)
@@ -62,15 +62,25 @@ MEMBERS = [engine_lib.Member("a", 0.05, 0.9, 0), engine_lib.Member("b", 0.02, 0.
 def test_every_model_family_packed_step_compiles_under_xla_and_matches(name):
     batch = 2 if name == "resnet50" else 4
     dataset = tiny_pack_dataset(name, batch)
+    # A language model's pack of several members has no XLA form (the vectorised LSTM
+    # loop): the engine says so before compiling; a pack of one (how the paper's LSTM
+    # trains) compiles.
+    recurrent = models.TASKS[name] == "language_model"
+    members = MEMBERS[:1] if recurrent else MEMBERS
+    if recurrent:
+        trainer = engine_lib.Engine(tiny_pack_config(name, True), dataset,
+                                    tf.distribute.get_strategy())
+        with pytest.raises(ValueError, match=r"config\.train\.jit_compile"):
+            trainer.train_pack(MEMBERS, batch, 3)
     weights = {}
     for jit in (False, True):
         trainer = engine_lib.Engine(tiny_pack_config(name, jit), dataset,
                                     tf.distribute.get_strategy())
         assert trainer.jit_compile is jit
-        results = trainer.train_pack(MEMBERS, batch, 3)  # chunks of 2 and 1 steps
+        results = trainer.train_pack(members, batch, 3)  # chunks of 2 and 1 steps
         assert all(r.status == "complete" for r in results), [r.status for r in results]
-        runner = trainer._runner(len(MEMBERS), batch)
-        weights[jit] = [runner.member_weights(k) for k in range(len(MEMBERS))]
+        runner = trainer._runner(len(members), batch)
+        weights[jit] = [runner.member_weights(k) for k in range(len(members))]
         if jit:
             assert runner._train_chunk.experimental_get_tracing_count() == 1
     for member_off, member_on in zip(weights[False], weights[True]):

@@ -517,6 +517,14 @@ class Engine:
         # the batch; any other model keeps the batch dynamic so one trace serves every B.
         static = (self.jit_compile or self.dataset.ordering == "streams"
                   or isinstance(self.strategy, tf.distribute.TPUStrategy))
+        if (self.jit_compile and num_members > 1 and self.dataset.ordering == "streams"
+                and not isinstance(self.strategy, tf.distribute.TPUStrategy)):
+            # Vectorising the LSTM's time loop over members makes TensorLists that XLA
+            # cannot size (TensorListReserve in a while loop), so it fails to compile.
+            raise ValueError(
+                f"config.train.jit_compile=True cannot compile a pack of {num_members} "
+                "language models (the vectorised LSTM loop has no XLA form); use "
+                "--config.train.jit_compile=auto (or false), or config.sweep.pack_size=1")
         key = (num_members, batch_size if static else None)
         if key not in self._runners:
             self._runners[key] = _PackRunner(self, num_members, key[1])
