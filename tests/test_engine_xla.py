@@ -44,6 +44,10 @@ def tiny_pack_config(name, jit, steps_per_call=2, eval_batch_size=4):
     config = common.base_config()
     fields = dict(tiny["fields"])
     fields.pop("batch_size", None)  # the engine sets a language model's batch
+    if name in ("small_wrn", "wide_resnet"):
+        # XLA draws other dropout masks from the same seeds (another random-number
+        # algorithm), so the step-for-step comparison runs without dropout.
+        fields["dropout_rate"] = 0.0
     config.model = dict(name=name, **fields)
     config.l2 = 1e-3
     config.train.steps_per_call = steps_per_call
@@ -60,7 +64,7 @@ MEMBERS = [engine_lib.Member("a", 0.05, 0.9, 0), engine_lib.Member("b", 0.02, 0.
 @pytest.mark.slow
 @pytest.mark.parametrize("name", models.names())
 def test_every_model_family_packed_step_compiles_under_xla_and_matches(name):
-    batch = 2 if name == "resnet50" else 4
+    batch = 4  # batch norm over 2 examples would amplify round-off past any tolerance
     dataset = tiny_pack_dataset(name, batch)
     # A language model's pack of several members has no XLA form (the vectorised LSTM
     # loop): the engine says so before compiling; a pack of one (how the paper's LSTM

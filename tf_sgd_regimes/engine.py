@@ -92,8 +92,10 @@ class _PackRunner:
     learning-rate schedule are computed for all members at once.
     """
 
-    def __init__(self, engine: "Engine", num_members: int, batch_size: Optional[int]):
+    def __init__(self, engine: "Engine", num_members: int, batch_size: Optional[int],
+                 jit_compile: bool = False):
         self.engine = engine
+        self.jit_compile = jit_compile
         self.num_members = num_members
         self.static_batch = batch_size  # None: the batch size is a tensor argument
         config, strategy = engine.config, engine.strategy
@@ -124,7 +126,7 @@ class _PackRunner:
             self.step = _replicated_variable(np.int64(0), "step")
             self.diverged_at = _replicated_variable(-np.ones([k], np.int64), "diverged_at")
             self.loss_sum = _replicated_variable(np.zeros([k], np.float32), "loss_sum")
-        self._train_chunk = tf.function(self._train_chunk_impl, jit_compile=engine.jit_compile,
+        self._train_chunk = tf.function(self._train_chunk_impl, jit_compile=jit_compile,
                                         reduce_retracing=True)
         self._eval_batch = tf.function(self._eval_batch_impl, reduce_retracing=True)
         self.trace_count = 0
@@ -382,7 +384,9 @@ class ShuffleSampler:
         start = i * batch_size + replica * local
         # A slice of static size when the batch is static (XLA): indices[:, a:b] with a
         # tensor `a` has a dynamic size, which XLA pads to the whole chunk.
-        idx = tf.slice(indices, tf.stack([0, start]), tf.stack([indices.shape[0], local]))
+        members = indices.shape[0]
+        idx = tf.slice(indices, tf.stack([0, start]), tf.stack([members, local]))
+        idx.set_shape([members, local if isinstance(local, int) else None])
         x = tf.gather(self.train_x, idx)
         y = tf.gather(self.train_y, idx)
         if self.dataset.augment is not None:
@@ -390,7 +394,7 @@ class ShuffleSampler:
             # per-member seed do not vectorise.
             replica64 = tf.cast(replica, tf.int64)
             x = tf.stack([self.dataset.augment(x[k], tf.stack([seeds[k], step * 1024 + replica64]))
-                          for k in range(idx.shape[0])])
+                          for k in range(members)])
         return x, y
 
     def reset_carried_state(self, states, index, step, batch_size):
@@ -473,19 +477,31 @@ def make_sampler(dataset, strategy, config):
     return ShuffleSampler(dataset, strategy)
 
 
-def use_xla(config, strategy) -> bool:
-    """config.train.jit_compile resolved: True, False, or "auto" decided here.
+# jit_compile="auto" off a TPU: XLA for these models at batch sizes up to
+# XLA_AUTO_MAX_BATCH, where it measured faster (tools/benchmark_xla.py, BENCHMARKS.md
+# "XLA or not"). It fuses a dense pack's tiny per-member matmuls and the update into few
+# kernels; at larger batches oneDNN's matmuls win. Convnets stay off (XLA's CPU grouped
+# convolution is many times slower than oneDNN's) and so do LSTMs (no XLA form packed).
+XLA_AUTO_MODELS = frozenset({"mlp", "autoencoder", "small_autoencoder"})
+XLA_AUTO_MAX_BATCH = 64
 
-    A TPU always runs XLA. Elsewhere "auto" follows the measurements in BENCHMARKS.md.
+
+def use_xla(config, strategy, batch_size: Optional[int] = None) -> bool:
+    """config.train.jit_compile resolved for a pack of global batch `batch_size`.
+
+    True/False are obeyed. A TPU always runs XLA. Elsewhere "auto" follows the
+    measurements (XLA_AUTO_MODELS); without a batch size, "auto" means no XLA.
     """
     from tf_sgd_regimes import experiments  # light: no TensorFlow import of its own
 
     jit = experiments.tri_state(config.train.jit_compile, "train.jit_compile")
     if isinstance(strategy, tf.distribute.TPUStrategy):
         return True
-    if jit == "auto":
-        return False
-    return jit
+    if jit != "auto":
+        return jit
+    # One compiled function cannot span a mirrored strategy's several devices.
+    return (config.model.get("name") in XLA_AUTO_MODELS and batch_size is not None
+            and batch_size <= XLA_AUTO_MAX_BATCH and strategy.num_replicas_in_sync == 1)
 
 
 class Engine:
@@ -497,6 +513,12 @@ class Engine:
         self.strategy = strategy
         self.replicas = int(strategy.num_replicas_in_sync)
         self.jit_compile = use_xla(config, strategy)
+        if (self.jit_compile and self.replicas > 1
+                and not isinstance(strategy, tf.distribute.TPUStrategy)):
+            raise ValueError(
+                f"config.train.jit_compile=True: one XLA-compiled step cannot span the "
+                f"{self.replicas} devices of a {type(strategy).__name__}; use "
+                "--config.train.jit_compile=auto (or false), or one device")
         self.sampler = make_sampler(dataset, strategy, config)
         eval_batch = int(config.train.eval_batch_size)
         self.eval_batch_size = max(self.replicas, eval_batch - eval_batch % self.replicas)
@@ -515,9 +537,10 @@ class Engine:
     def _runner(self, num_members: int, batch_size: int) -> _PackRunner:
         # XLA (and so a TPU) needs static shapes, and an LSTM's carried state is shaped by
         # the batch; any other model keeps the batch dynamic so one trace serves every B.
-        static = (self.jit_compile or self.dataset.ordering == "streams"
+        jit = use_xla(self.config, self.strategy, batch_size)
+        static = (jit or self.dataset.ordering == "streams"
                   or isinstance(self.strategy, tf.distribute.TPUStrategy))
-        if (self.jit_compile and num_members > 1 and self.dataset.ordering == "streams"
+        if (jit and num_members > 1 and self.dataset.ordering == "streams"
                 and not isinstance(self.strategy, tf.distribute.TPUStrategy)):
             # Vectorising the LSTM's time loop over members makes TensorLists that XLA
             # cannot size (TensorListReserve in a while loop), so it fails to compile.
@@ -525,9 +548,9 @@ class Engine:
                 f"config.train.jit_compile=True cannot compile a pack of {num_members} "
                 "language models (the vectorised LSTM loop has no XLA form); use "
                 "--config.train.jit_compile=auto (or false), or config.sweep.pack_size=1")
-        key = (num_members, batch_size if static else None)
+        key = (num_members, batch_size if static else None, jit)
         if key not in self._runners:
-            self._runners[key] = _PackRunner(self, num_members, key[1])
+            self._runners[key] = _PackRunner(self, num_members, key[1], jit)
         return self._runners[key]
 
     def train_pack(
