@@ -53,7 +53,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.divergence_loss = 1e3  # a member whose training loss exceeds this diverged
     config.train.clip_grad_norm = 0.0  # 0 = no clipping
     config.train.eval_batch_size = 1024
-    config.train.jit_compile = "auto"  # True / False / "auto" (off on CPU; TPU always XLA)
+    config.train.jit_compile = "auto"  # true / false / auto (engine.use_xla: measured; TPU: XLA)
     config.train.log_every_steps = 0  # TensorBoard scalars every chunk when 0
     # Seconds between checkpoints of a running pack (a kill loses at most this much
     # training); 0 = none except on SIGTERM. Checked after every chunk of steps.
