@@ -78,3 +78,16 @@ def test_a_string_set_in_a_config_function_is_parsed_too():
     config.train.jit_compile = "sometimes"
     with pytest.raises(ConfigError, match=r"train\.jit_compile"):
         experiments.validate(config)
+
+
+@pytest.mark.parametrize("model, batch_size, expected", [
+    ("mlp", 1, True), ("mlp", 64, True), ("mlp", 256, False), ("mlp", None, False),
+    ("small_autoencoder", 4, True), ("small_autoencoder", 16, False),
+    ("small_cnn", 1, False), ("small_lstm_lm", 1, False),
+])
+def test_auto_follows_the_measured_table(model, batch_size, expected):
+    config = experiments.get_config("digits_mlp_epoch_budget")
+    config.model.name = model
+    assert engine_lib.use_xla(config, tf.distribute.get_strategy(), batch_size) is expected
+    config.train.jit_compile = "false"  # an explicit choice is obeyed at every batch size
+    assert engine_lib.use_xla(config, tf.distribute.get_strategy(), batch_size) is False

@@ -477,20 +477,19 @@ def make_sampler(dataset, strategy, config):
     return ShuffleSampler(dataset, strategy)
 
 
-# jit_compile="auto" off a TPU: XLA for these models at batch sizes up to
-# XLA_AUTO_MAX_BATCH, where it measured faster (tools/benchmark_xla.py, BENCHMARKS.md
-# "XLA or not"). It fuses a dense pack's tiny per-member matmuls and the update into few
-# kernels; at larger batches oneDNN's matmuls win. Convnets stay off (XLA's CPU grouped
-# convolution is many times slower than oneDNN's) and so do LSTMs (no XLA form packed).
-XLA_AUTO_MODELS = frozenset({"mlp", "autoencoder", "small_autoencoder"})
-XLA_AUTO_MAX_BATCH = 64
+# jit_compile="auto" off a TPU: XLA for these models up to these batch sizes, where it
+# measured faster on CPU (tools/benchmark_xla.py; BENCHMARKS.md "XLA or not"). It fuses a
+# dense pack's tiny per-member matmuls and the update into few kernels; at larger batches
+# oneDNN's matmuls win. Convnets stay off (XLA's CPU grouped convolution is many times
+# slower than oneDNN's), and so do LSTMs (no XLA form packed) and unmeasured models.
+XLA_AUTO_MAX_BATCH = {"mlp": 64, "small_autoencoder": 4}
 
 
 def use_xla(config, strategy, batch_size: Optional[int] = None) -> bool:
     """config.train.jit_compile resolved for a pack of global batch `batch_size`.
 
     True/False are obeyed. A TPU always runs XLA. Elsewhere "auto" follows the
-    measurements (XLA_AUTO_MODELS); without a batch size, "auto" means no XLA.
+    measurements (XLA_AUTO_MAX_BATCH); without a batch size, "auto" means no XLA.
     """
     from tf_sgd_regimes import experiments  # light: no TensorFlow import of its own
 
@@ -500,8 +499,9 @@ def use_xla(config, strategy, batch_size: Optional[int] = None) -> bool:
     if jit != "auto":
         return jit
     # One compiled function cannot span a mirrored strategy's several devices.
-    return (config.model.get("name") in XLA_AUTO_MODELS and batch_size is not None
-            and batch_size <= XLA_AUTO_MAX_BATCH and strategy.num_replicas_in_sync == 1)
+    largest = XLA_AUTO_MAX_BATCH.get(config.model.get("name"), 0)
+    return (batch_size is not None and batch_size <= largest
+            and strategy.num_replicas_in_sync == 1)
 
 
 class Engine:
