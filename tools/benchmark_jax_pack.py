@@ -116,7 +116,7 @@ def main(argv=None):
     sides = {"both": (False, True), "on": (True,), "off": (False,), "auto": ("auto",)}[args.xla]
     label = {True: "engine, XLA", False: "engine, no XLA", "auto": "engine, auto"}
     print(f"engine: {engine.__file__}; {os.cpu_count()} CPU cores; TF {tf.__version__}")
-    print("| B | side | member-steps/s (median) | seconds | max abs. test-accuracy diff vs JAX |")
+    print("| B | side | member-steps/s (median) | seconds | |test-accuracy difference| vs JAX, per member |")
     print("|---|---|---|---|---|", flush=True)
     workdir = tempfile.mkdtemp(prefix="jax_pack_")
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
@@ -149,8 +149,11 @@ def main(argv=None):
                 diff, name = "", f"JAX {version} vmap+scan+jit"
             else:
                 both = np.isfinite(accuracies[side]) & np.isfinite(accuracies["jax"])
-                diff = (f"{np.max(np.abs(accuracies[side][both] - accuracies['jax'][both])):.4f}"
-                        f" ({both.sum()} of {len(members)} finite on both)")
+                gaps = np.abs(accuracies[side][both] - accuracies["jax"][both])
+                # Members at the edge of stability are chaotic: round-off moves them far.
+                diff = (f"median {np.median(gaps):.4f}, max {np.max(gaps):.4f}; "
+                        f"{int(np.sum(gaps <= 0.01))} of {both.sum()} within 0.01 "
+                        f"({both.sum()} of {len(members)} finite on both)")
                 name = label[side]
             print(f"| {batch_size} | {name} | {member_steps / seconds:,.0f} | {seconds:.2f} | "
                   f"{diff} |", flush=True)
