@@ -81,7 +81,7 @@ def test_a_string_set_in_a_config_function_is_parsed_too():
 
 
 @pytest.mark.parametrize("model, batch_size, expected", [
-    ("mlp", 1, True), ("mlp", 64, True), ("mlp", 256, False), ("mlp", None, False),
+    ("mlp", 1, True), ("mlp", 4, True), ("mlp", 16, False), ("mlp", None, False),
     ("small_autoencoder", 4, True), ("small_autoencoder", 16, False),
     ("small_cnn", 1, False), ("small_lstm_lm", 1, False),
 ])

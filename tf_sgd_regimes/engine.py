@@ -480,9 +480,13 @@ def make_sampler(dataset, strategy, config):
 # jit_compile="auto" off a TPU: XLA for these models up to these batch sizes, where it
 # measured faster on CPU (tools/benchmark_xla.py; BENCHMARKS.md "XLA or not"). It fuses a
 # dense pack's tiny per-member matmuls and the update into few kernels; at larger batches
-# oneDNN's matmuls win. Convnets stay off (XLA's CPU grouped convolution is many times
-# slower than oneDNN's), and so do LSTMs (no XLA form packed) and unmeasured models.
-XLA_AUTO_MAX_BATCH = {"mlp": 64, "small_autoencoder": 4}
+# oneDNN's matmuls win. XLA also compiles once per batch size (1-15 s on a loaded CPU),
+# while without it one trace serves every batch size: the MLP's steps are faster with
+# XLA up to B = 64, but in the demo's 10-epoch sweep the time saved exceeds the compile
+# only for B <= 4 (the whole sweep ran slower with 64). Convnets stay off (XLA's CPU
+# grouped convolution is many times slower than oneDNN's), and so do LSTMs (no XLA form
+# packed) and unmeasured models.
+XLA_AUTO_MAX_BATCH = {"mlp": 4, "small_autoencoder": 4}
 
 
 def use_xla(config, strategy, batch_size: Optional[int] = None) -> bool:
@@ -498,8 +502,8 @@ def use_xla(config, strategy, batch_size: Optional[int] = None) -> bool:
         return True
     if jit != "auto":
         return jit
-    # One compiled function cannot span a mirrored strategy's several devices.
     largest = XLA_AUTO_MAX_BATCH.get(config.model.get("name"), 0)
+    # One compiled function cannot span a mirrored strategy's several devices.
     return (batch_size is not None and batch_size <= largest
             and strategy.num_replicas_in_sync == 1)
 
