@@ -1,6 +1,7 @@
 """Packed convolutions: every conv model of the registry, K members at once, equals each
-member alone (outputs and gradients), as one grouped convolution per layer, with and
-without XLA."""
+member alone (outputs and gradients), as one grouped convolution per layer. (Under XLA:
+tests/test_engine_xla.py checks every family's packed step against the same step without
+XLA.)"""
 
 import keras
 import numpy as np
@@ -44,9 +45,8 @@ def test_grouped_conv2d_is_k_separate_convolutions():
             np.testing.assert_allclose(packed[k].numpy(), alone.numpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize("name", CONV_MODELS)
-def test_packed_conv_model_equals_each_member_alone(name, jit):
+def test_packed_conv_model_equals_each_member_alone(name):
     tiny = models.tiny_config(name)
     members = [models.get_model(name, tiny["input_shape"], tiny["num_outputs"], seed=s,
                                 **tiny["fields"]) for s in SEEDS]
@@ -67,7 +67,7 @@ def test_packed_conv_model_equals_each_member_alone(name, jit):
                                              training=False)
         return tf.reduce_sum(tf.square(outputs))
 
-    @tf.function(jit_compile=jit)
+    @tf.function
     def packed(weights):
         with tf.GradientTape() as tape:
             tape.watch(weights)
@@ -85,11 +85,11 @@ def test_packed_conv_model_equals_each_member_alone(name, jit):
             np.testing.assert_allclose(g_packed[k].numpy(), tf.convert_to_tensor(g_alone),
                                        rtol=2e-3, atol=1e-5)
 
-    if not jit:  # the graph: one convolution per conv layer, no loop over members
-        graph = packed.get_concrete_function(stacked).graph
-        # The vectorised ops live under the "pfor" name scope (the per-member trace they
-        # were converted from stays behind as dead code that never runs).
-        vectorized = [op for op in graph.get_operations() if "pfor" in op.name]
-        convs = sum(isinstance(layer, keras.layers.Conv2D) for layer in template.layers)
-        assert [op.type for op in vectorized].count("Conv2D") == convs
-        assert not [op for op in vectorized if "While" in op.type]
+    # The graph: one convolution per conv layer, no loop over members. The vectorised ops
+    # live under the "pfor" name scope (the per-member trace they were converted from
+    # stays behind as dead code that never runs).
+    graph = packed.get_concrete_function(stacked).graph
+    vectorized = [op for op in graph.get_operations() if "pfor" in op.name]
+    convs = sum(isinstance(layer, keras.layers.Conv2D) for layer in template.layers)
+    assert [op.type for op in vectorized].count("Conv2D") == convs
+    assert not [op for op in vectorized if "While" in op.type]
