@@ -73,7 +73,8 @@ def _reference(dataset, member, total_steps, clip, carry=True, fields=None):
     def loss_and_grads(x, y, state):
         with tf.GradientTape() as tape:
             logits, state = model.call_with_state(x, state, training=True)
-            loss = tf.reduce_mean(_cross_entropy(logits, y))
+            # Zaremba et al. (2014): summed over the unrolled steps, averaged over the batch.
+            loss = tf.reduce_mean(tf.reduce_sum(_cross_entropy(logits, y), axis=-1))
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, weights)]
         return loss, grads, state
 

@@ -595,7 +595,8 @@ class Engine:
                         float(np.sum(np.square(w))) for w, r in
                         zip(runner.member_weights(k), runner.regularized) if r)
                     metrics["train_data_loss"] = metrics["train_loss"]
-                    metrics["train_loss"] = metrics["train_loss"] + penalty
+                    metrics["train_loss"] = tasks.per_token_objective(
+                        task, metrics["train_loss"], penalty, dataset.input_shape)
                 if not all(np.isfinite(v) for v in metrics.values()):
                     status, diverged_step = "diverged", steps_done
             else:
