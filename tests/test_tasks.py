@@ -144,3 +144,14 @@ def test_bad_inputs_are_refused():
         tasks.metrics_from_sums("classification", [0.0, 0.0, 0.0], "test")
     with pytest.raises(ValueError, match="regression"):
         tasks.per_example_loss("regression", tf.zeros([2, 2]), tf.zeros([2]), None)
+
+
+def test_language_model_eval_sums_take_per_token_weights(rng):
+    batch, time, vocab = 3, 4, 6
+    logits = rng.normal(size=(batch, time, vocab)).astype(np.float32)
+    targets = rng.integers(0, vocab, size=(batch, time)).astype(np.int32)
+    weights = np.ones([batch, time], np.float32)
+    weights[2, 1:] = 0.0  # the stream's tail: one real target in the last row
+    sums = tasks.eval_sums("language_model", logits, targets, targets, weights).numpy()
+    token = np_cross_entropy(logits, targets)
+    np.testing.assert_allclose(sums, [(token * weights).sum(), 0.0, 9.0], rtol=1e-5)

@@ -442,13 +442,8 @@ class StreamSampler:
     def eval_batches(self, split: str, engine):
         dataset = self.dataset
         tokens = dataset.train_x if split == "train" else dataset.test_x
-        batch = engine.eval_batch_size
-        windows = self._streams.windows_per_epoch(len(tokens), batch, dataset.unroll)
-        tokens_tensor = tf.constant(tokens, tf.int32)
-        weights = np.ones([batch], np.float32)
-        for t in range(windows):
-            x, y = self._streams.stream_batch(tokens_tensor, batch, dataset.unroll, t)
-            yield x.numpy(), y.numpy(), weights, t > 0
+        # Every target of the split, once (training windows drop the tail); per-token weights.
+        yield from self._streams.eval_windows(tokens, engine.eval_batch_size, dataset.unroll)
 
 
 def make_sampler(dataset, strategy, config):

@@ -78,16 +78,19 @@ def eval_sums(task: str, outputs, targets, inputs, weights):
     """Weighted sums over a batch: [loss_sum, correct_sum, count] (float32 [3]).
 
     `weights` is 1 for real examples and 0 for padding added to fill the last batch.
-    For a language model `count` is in tokens, so loss/count is the per-token loss.
+    For a language model `count` is in tokens, so loss/count is the per-token loss, and
+    `weights` may be per token ([B, T], as data.streams.eval_windows yields: the stream's
+    last window is partly padding) or per window ([B]).
     """
     weights = tf.cast(weights, tf.float32)
     outputs = tf.cast(outputs, tf.float32)
     if task == "language_model":
         token_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=tf.cast(targets, tf.int32), logits=outputs)
-        tokens = tf.cast(tf.shape(token_loss)[-1], tf.float32)
-        loss_sum = tf.reduce_sum(tf.reduce_sum(token_loss, axis=-1) * weights)
-        return tf.stack([loss_sum, 0.0, tf.reduce_sum(weights) * tokens])
+        if weights.shape.rank == 1:
+            weights = tf.broadcast_to(weights[:, None], tf.shape(token_loss))
+        loss_sum = tf.reduce_sum(token_loss * weights)
+        return tf.stack([loss_sum, 0.0, tf.reduce_sum(weights)])
     loss = per_example_loss(task, outputs, targets, inputs)
     if task == "classification":
         predicted = tf.argmax(outputs, axis=-1, output_type=tf.int32)
