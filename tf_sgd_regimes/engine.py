@@ -226,9 +226,7 @@ class _PackRunner:
             scale = tf.minimum(1.0, clip / tf.maximum(norms, 1e-12))
             grads = [g * _expand(scale, g) for g in grads]
         # The paper's form: a <- m a + g ; w <- w - lr a (optimizers.PaperMomentum).
-        factor = schedules.schedule_factor(self.step, self.total_steps,
-                                           float(config.schedule.decay_factor),
-                                           self.warmup_steps)
+        factor = schedules.Schedule.from_config(config).factor(self.step, self.total_steps)
         learning_rates = self.base_lrs * factor
         for w, a, g in zip(self.weights, self.accumulators, grads):
             new_a = _expand(self.momenta, a) * a + g
@@ -555,9 +553,8 @@ class Engine:
             if on_chunk is not None:
                 mean_loss = runner.loss_sum.numpy() / n
                 mean_loss[diverged_at >= 0] = np.nan
-                lr_factor = float(schedules.schedule_factor(
-                    float(step - 1), float(total_steps), float(self.config.schedule.decay_factor),
-                    float(self.config.schedule.warmup_steps)))
+                lr_factor = float(schedules.Schedule.from_config(self.config).factor_np(
+                    step - 1, total_steps))
                 on_chunk(ChunkReport(step, total_steps, mean_loss,
                                      np.array([m.effective_lr * lr_factor for m in members]),
                                      diverged_at.copy()))
