@@ -243,3 +243,19 @@ def test_cli_reads_config_json_and_ledger(tmp_path, sweep_records):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "## SGD (synthetic)" in done.stdout
     assert os.path.exists(os.path.join(workdir, "report", "table_sgd.csv"))
+
+
+def test_report_prints_the_fidelity_card_of_a_paper_experiment(tmp_path):
+    from tf_sgd_regimes import experiments
+
+    written = json.loads(experiments.get_config("wrn16_4_cifar10_skipinit_step_budget")
+                         .to_json())
+    written["sweep"]["seeds"] = [0, 1, 2]  # a shrunk run: the report must say so
+    written["analysis"].update(best_k=2, num_seeds=3, num_bootstrap=20)
+    records = [make_record("momentum", batch, 2.0 ** -3, seed, 0.9 + 0.001 * seed, 0.3)
+               for batch in (16, 32) for seed in range(3)]
+    text = report.generate(str(tmp_path), written, records=records)["text"]
+    assert "Fidelity card of wrn16_4_cifar10_skipinit_step_budget" in text
+    assert "dropout: 0.2" in text  # one of the card's choices
+    assert "DEPARTS FROM THE CARD" in text and "derived.num_seeds = 3" in text
+    assert text.index("Fidelity card") < text.index("## Momentum")
