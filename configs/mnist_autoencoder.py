@@ -5,8 +5,8 @@
 
 Expected cost (ESTIMATES, not measurements: 5.7 MFLOPs per image forward (tf.profiler) x 3
 for training x images processed (50,000 per epoch); "CPU" at the 67 GFLOP/s
-tools/benchmark_models.py measured on 2 cores at B=256 (small batches run slower), "v3-8" at 10% of 420 TFLOP/s,
-since layers this small do not fill the matrix units):
+tools/benchmark_models.py measured on 2 cores at B=256 (small batches run slower), "v3-8"
+at 10% of 420 TFLOP/s, since layers this small do not fill the matrix units):
 
 | experiment | paper | cells | training FLOPs | 2 CPU cores | TPU v3-8 |
 |---|---|---|---|---|---|
