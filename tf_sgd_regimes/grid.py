@@ -241,7 +241,7 @@ def reset_tuner_state(directory: str, report: Callable[[str], None] = print) -> 
 
 
 def make_oracle(config, directory: str, project_name: str = "oracle",
-                save_every_s: float = 30.0) -> PackedGridOracle:
+                save_every_s: float = 30.0, clock=time.monotonic) -> PackedGridOracle:
     mode = config.analysis.selection_mode
     space = _FixedSpace()
     space.merge(hyperparameters(config))
@@ -253,6 +253,7 @@ def make_oracle(config, directory: str, project_name: str = "oracle",
         # Divergence is data, recorded as a completed trial: never a reason to stop.
         max_consecutive_failed_trials=10**9,
         save_every_s=save_every_s,
+        clock=clock,
     )
     oracle._display.verbose = 0  # our progress line replaces keras-tuner's trial tables
     oracle._set_project_dir(directory, project_name)
