@@ -1,6 +1,7 @@
 """Cells of a sweep and the keras-tuner grid oracle that hands them out in pack order."""
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -27,9 +28,10 @@ class Cell:
     epochs: float  # the epoch budget (derived from steps under a constant step budget)
     steps: int
 
-    @property
+    @functools.cached_property
     def cell_id(self) -> str:
         # Readable and unique: also the TensorBoard run name and the ledger file name.
+        # Cached: asked for many times per cell by the handout, ledger and TensorBoard.
         return (f"{self.optimizer}_B{self.batch_size:05d}_lr{self.effective_lr:.6g}"
                 f"_E{self.epochs:.6g}_s{self.seed}")
 
