@@ -145,9 +145,9 @@ def test_resume_state_reads_old_per_cell_files_and_resets_tensorboard_of_corrupt
 
 def test_eta_is_within_20_percent_of_the_truth_from_10_percent_of_the_cells(tmp_path,
                                                                           monkeypatch):
-    """A real NQM sweep on a fake clock: training costs time in proportion to the work
-    (steps x batch), each record and TensorBoard run costs time per cell (jittered),
-    as in a sweep whose bookkeeping outweighs its training at small B."""
+    """A real NQM sweep on a fake clock: training a pack costs time in proportion to
+    the engine's work model (per cell, for the NQM; jittered per pack), and each record
+    and TensorBoard run costs time per cell (jittered), so both terms of the ETA matter."""
     clock = FakeClock()
     config = nqm_config(rates=4, seeds=3)  # 264 cells, 11 packs of 24
     sweep = sweep_lib.Sweep(config, str(tmp_path), stream=io.StringIO(),
@@ -157,7 +157,8 @@ def test_eta_is_within_20_percent_of_the_truth_from_10_percent_of_the_cells(tmp_
     samples = []  # (fake time, cells done, ETA)
 
     def timed_train(members, batch_size, total_steps, *args, **kwargs):
-        clock.now += 5e-6 * len(members) * total_steps * (batch_size + 32)
+        work = sum(sweep.engine.cell_work(total_steps, batch_size) for _ in members)
+        clock.now += 0.8 * work * jitter.uniform(0.8, 1.2)
         return train_pack(members, batch_size, total_steps, *args, **kwargs)
 
     append = ledger.append
@@ -180,7 +181,7 @@ def test_eta_is_within_20_percent_of_the_truth_from_10_percent_of_the_cells(tmp_
     records = sweep.run()
     end, total = clock.now, len(records)
     assert total == 264
-    train_share = sum(5e-6 * c.steps * (c.batch_size + 32) for c in sweep.cells) / end
+    train_share = 0.8 * total / end
     assert 0.2 < train_share < 0.8  # both terms of the ETA matter here
     checked = 0
     for now, done, eta in samples:

@@ -200,7 +200,7 @@ class Sweep:
         done = ledger.done_cell_ids(records)
         remaining = [c for c in self.cells if c.cell_id not in done]
         progress = progress_lib.Progress(
-            len(self.cells), sum(progress_lib.cell_work(c.steps, c.batch_size)
+            len(self.cells), sum(self._cell_work(c.steps, c.batch_size)
                                  for c in remaining),
             done_cells=len(self.cells) - len(remaining), stream=self.stream,
             min_interval_s=self.progress_interval_s, clock=self.clock)
@@ -243,6 +243,11 @@ class Sweep:
             shutil.rmtree(resume.checkpoints_dir(self.workdir), ignore_errors=True)
         return ledger.read(self.workdir)
 
+    def _cell_work(self, steps: int, batch_size: int) -> float:
+        """The engine's cost model of a cell (progress_lib.cell_work unless it has its own)."""
+        model = getattr(self._engine, "cell_work", None) if self._engine is not None else None
+        return (model or progress_lib.cell_work)(steps, batch_size)
+
     def _save_oracle(self) -> None:
         """The local oracle saves its state now and then (grid.PackedGridOracle); a
         sweep that stops saves it once more, so the file shows the whole sweep."""
@@ -277,7 +282,7 @@ class Sweep:
         checkpoint = SweepCheckpoint(
             os.path.join(resume.checkpoints_dir(self.workdir), key),
             float(self.config.train.checkpoint_every_s))
-        step_work = len(cells) * progress_lib.cell_work(1, first.batch_size)
+        step_work = len(cells) * self._cell_work(first.steps, first.batch_size) / first.steps
         progress.start_pack(f"pack B={first.batch_size} steps={first.steps} "
                             f"members={len(cells)}", step_work * first.steps)
         writers = summaries.PackWriters(

@@ -4,6 +4,7 @@
     python tools/benchmark_scale.py --mode=issue            # 13,530 cells through the CLI
     python tools/benchmark_scale.py --mode=workers --cells=10000 --workers=8
     python tools/benchmark_scale.py --mode=kill_loop --cells=4000 --kills=10
+    python tools/benchmark_scale.py --mode=tensorboard --logdir=DIR/tensorboard --cells=N
 
 sizes: one process per size runs `nqm_epoch_budget` with as many learning rates and seeds
   as make the size (2 optimizers x 11 batch sizes x L rates x S seeds) through sweep.Sweep;
@@ -18,6 +19,9 @@ workers: a chief and N worker processes on localhost over keras-tuner's gRPC, on
 kill_loop: the CLI on an NQM sweep, kill -9 at random moments (after a record appears,
   or a random time after start) K times, then run to the end; checks exactly one record
   per cell and results identical to an uninterrupted in-process run.
+tensorboard: starts `tensorboard --logdir` on a finished sweep and times how long until the
+  HParams dashboard's own request lists every cell's session and the Time Series
+  dashboard lists the runs; also one TensorBoard on an empty logdir (start-up alone).
 
 Prints one JSON line per measurement.
 """
@@ -242,15 +246,73 @@ def run_kill_loop(cells: int, kills: int, workdir: str, seed: int = 0) -> dict:
             "max_attempt": max(r["attempt"] for r in records), "history": history}
 
 
+def _tensorboard_ready(logdir: str, expected: int) -> dict:
+    import urllib.request
+
+    port = _free_port()
+    tensorboard = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    start = time.monotonic()
+    process = subprocess.Popen([tensorboard, f"--logdir={logdir}", "--host=127.0.0.1",
+                                f"--port={port}"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/data/plugin"
+    body = {"experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS",
+                                                      "STATUS_FAILURE", "STATUS_RUNNING"],
+            "colParams": [{"hparam": "effective_lr", "includeInResult": True}],
+            "startIndex": 0, "sliceSize": 100, "includeMetrics": True}
+
+    def post(route):
+        request = urllib.request.Request(f"{base}/{route}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=600) as response:
+            return json.load(response)
+
+    try:
+        sessions = 0
+        while sessions < expected:
+            try:
+                sessions = post("hparams/session_groups").get("totalSize", 0)
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() - start > 900:
+                raise RuntimeError("tensorboard exited or never listed every session")
+            time.sleep(0.5)
+        hparams_s = time.monotonic() - start
+        with urllib.request.urlopen(f"{base}/timeseries/tags", timeout=600) as response:
+            runs = len(json.load(response).get("scalars", {}).get("runTagInfo", {}))
+        timeseries_s = time.monotonic() - start
+        again = time.monotonic()
+        post("hparams/session_groups")
+        return {"sessions": sessions, "hparams_ready_s": round(hparams_s, 1),
+                "timeseries_ready_s": round(timeseries_s, 1), "scalar_runs": runs,
+                "repeat_session_groups_request_s": round(time.monotonic() - again, 2)}
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def run_tensorboard(logdir: str, cells: int, workdir: str) -> dict:
+    empty = os.path.join(workdir, "empty_logdir")
+    os.makedirs(empty, exist_ok=True)
+    from tf_sgd_regimes import summaries
+
+    summaries.write_experiment(empty, nqm_config(3, 1), "quadratic", "test")
+    baseline = _tensorboard_ready(summaries.tensorboard_dir(empty), 0)
+    return {"mode": "tensorboard", "logdir": logdir, **_tensorboard_ready(logdir, cells),
+            "startup_alone_s": baseline["hparams_ready_s"]}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=["sizes", "issue", "workers", "kill_loop"],
+    parser.add_argument("--mode", choices=["sizes", "issue", "workers", "kill_loop",
+                                           "tensorboard"],
                         default="sizes")
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--cells", type=int, default=10000)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--workdir", default="/tmp/benchmark_scale")
+    parser.add_argument("--logdir", help="--mode=tensorboard: a sweep's tensorboard dir")
     parser.add_argument("--keep", action="store_true", help="keep the work directories")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -262,6 +324,9 @@ def main():
                 shutil.rmtree(workdir, ignore_errors=True)
         return
     workdir = f"{args.workdir}/{args.mode}"
+    if args.mode == "tensorboard":
+        print(json.dumps(run_tensorboard(args.logdir, args.cells, workdir)), flush=True)
+        return
     if args.mode == "issue":
         result = run_issue(workdir)
     elif args.mode == "workers":
