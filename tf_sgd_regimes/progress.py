@@ -44,9 +44,10 @@ class Progress:
 
         training seconds per work unit x work left + other seconds per cell x cells left,
 
-    both rates measured in this session. With a free engine (the NQM) the second term
-    is all there is; on a TPU the first dominates. Work restored from a checkpoint
-    counts as done but not as work of this session.
+    both rates measured over the recent half of this session's cells (so a machine
+    that speeds up or slows down, or a slow first pack, moves the ETA). With a free
+    engine (the NQM) the second term is all there is; on a TPU the first dominates. Work
+    restored from a checkpoint counts as done but not as work of this session.
     """
 
     def __init__(self, total_cells: int, total_work: float, done_cells: int = 0,
@@ -72,6 +73,10 @@ class Progress:
         self.train_seconds = 0.0  # spent training finished packs' work
         self.session_cells = 0  # cells recorded by this session
         self.resumed_work = 0.0  # restored from checkpoints: done, but not by this session
+        # (session cells, elapsed, train seconds, session work) at the start and at the
+        # end of each pack: the window of the rates starts at one of these.
+        self._marks = [(0, 0.0, 0.0, 0.0)]
+        self._window = 0  # index of the mark the rates are measured from
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -80,19 +85,36 @@ class Progress:
         return self.train_seconds + (self.clock() - self._pack_start if self._training else 0.0)
 
     def eta(self) -> float:
-        """Seconds until the sweep ends: training rate x work left + per-cell cost x cells left."""
+        """Seconds until the sweep ends: training rate x work left + per-cell cost x cells
+        left, the rates over the recent half of the session's cells."""
         done = self.work_done + self._pack_done
         session_work = done - self.resumed_work
         cells_left = max(self.total_cells - self.done_cells, 0)
         if session_work <= 0 and self.session_cells == 0:
             return float("nan")
-        train = self._train_seconds()
-        other = max(self.elapsed() - train, 0.0)
+        cells0, elapsed0, train0, work0 = self._marks[self._window]
+        cells = self.session_cells - cells0
+        if cells <= 0:  # nothing recorded since the window's start: the whole session
+            cells0, elapsed0, train0, work0 = self._marks[0]
+            cells = self.session_cells
+        train = self._train_seconds() - train0
+        other = max(self.elapsed() - elapsed0 - train, 0.0)
+        work = session_work - work0
         work_left = max(self.total_work - done, 0.0)
-        eta = train / session_work * work_left if session_work > 0 else 0.0
-        if self.session_cells:
-            eta += other / self.session_cells * cells_left
+        eta = train / work * work_left if work > 0 else 0.0
+        if cells > 0:
+            eta += other / cells * cells_left
         return eta
+
+    def _mark(self) -> None:
+        """Remembers where a pack started or ended; moves the window to the latest mark
+        that leaves at least half of the session's cells inside it."""
+        self._marks.append((self.session_cells, self.elapsed(), self._train_seconds(),
+                            self.work_done + self._pack_done - self.resumed_work))
+        half = self.session_cells / 2.0
+        while (self._window + 1 < len(self._marks)
+               and self._marks[self._window + 1][0] <= half):
+            self._window += 1
 
     def pack_eta(self) -> float:
         return _eta(self.clock() - self._pack_start, self._pack_done - self._pack_resumed,
@@ -117,6 +139,7 @@ class Progress:
         self._pack_resumed = 0.0
         self._pack_start = self.clock()
         self._training = True
+        self._mark()
 
     def pack_resumed(self, work: float) -> None:
         """The pack restarted from a checkpoint holding `work` of its work."""
@@ -152,6 +175,7 @@ class Progress:
         self.work_done += float(pack_work)
         self.pack_label = ""
         self._pack_done = self._pack_resumed = 0.0
+        self._mark()
         self._print(self.line())
 
     def skip_cells(self, cells: int) -> None:

@@ -145,7 +145,31 @@ def run_issue(workdir: str) -> dict:
     lines = [l for l in out.stdout.splitlines() if l.startswith("[sweep] cells")]
     records = len(os.listdir(os.path.join(workdir, "ledger")))
     return {"mode": "issue", "cells": records, "wall_s": round(wall, 1),
-            "progress_lines": lines[:2] + lines[-2:], **disk_usage(workdir)}
+            "eta_check": eta_errors(lines), "progress_lines": lines[:2] + lines[-2:],
+            **disk_usage(workdir)}
+
+
+def _seconds(text: str) -> float:
+    parts = [int(p) for p in text.split(":")]
+    return sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+
+
+def eta_errors(lines) -> dict:
+    """The progress lines' ETA against the truth (the last line's elapsed time minus the
+    line's), on the lines from 10% of the cells onward. Times are printed to the second."""
+    import re
+
+    rows = []
+    for line in lines:
+        m = re.search(r"cells (\d+)/(\d+) .*elapsed ([\d:]+)  ETA ([\d:?]+)", line)
+        if m and m.group(4) != "?":
+            rows.append((int(m.group(1)) / int(m.group(2)), _seconds(m.group(3)),
+                         _seconds(m.group(4))))
+    end = rows[-1][1]
+    checked = [(f, eta, end - t) for f, t, eta in rows if f >= 0.1 and end - t >= 5]
+    worst = max((abs(eta - truth) / truth for _, eta, truth in checked), default=None)
+    return {"lines_checked": len(checked), "worst_relative_error": worst,
+            "samples": [(round(f, 3), eta, truth) for f, eta, truth in checked]}
 
 
 def _free_port():
