@@ -296,11 +296,11 @@ def test_disk_full_stops_cleanly_and_a_restart_completes(reference, tmp_path, mo
     real_append, real_write = ledger.append, ledger.write_atomic
     calls = {"append": 0}
 
-    def full_after_four_records(directory, record):
+    def full_after_four_records(directory, record, **kwargs):
         calls["append"] += 1
         if calls["append"] > 4:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_append(directory, record)
+        return real_append(directory, record, **kwargs)
 
     monkeypatch.setattr(ledger, "append", full_after_four_records)
     code, stderr = _cli_in_process(workdir)

@@ -292,7 +292,7 @@ def _tensorboard_ready(logdir: str, expected: int) -> dict:
             return json.load(response)
 
     try:
-        sessions = 0
+        sessions = -1  # until the server answers
         while sessions < expected:
             try:
                 sessions = post("hparams/session_groups").get("totalSize", 0)
