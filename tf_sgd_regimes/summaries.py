@@ -111,7 +111,7 @@ class PackWriters:
         self.active = set(self.cell_ids if active is None else active)
         self.paths = {cell_id: os.path.join(root, (runs or {}).get(cell_id, cell_id))
                       for cell_id in self.cell_ids if cell_id in self.active}
-        self._files: Dict[str, object] = {}  # cell_id -> open curve file of this attempt
+        self._files: Dict[str, str] = {}  # cell_id -> curve file of this attempt
         self._suffix = f"{socket.gethostname()}.{os.getpid()}.{time.time_ns()}.v2"
         if states is not None:
             reset = [c for c in self.paths if states.needs_tensorboard_reset(c)]
@@ -155,15 +155,16 @@ class PackWriters:
         for cell_id, events in rows.items():
             if cell_id not in self._files:
                 os.makedirs(self.paths[cell_id], exist_ok=True)
-                f = open(os.path.join(self.paths[cell_id],
-                                      f"events.out.tfevents.{int(time.time()):010d}."
-                                      f"{self._suffix}"), "ab")
-                RecordWriter(f).write(_file_version())
-                self._files[cell_id] = f
-            writer = RecordWriter(self._files[cell_id])
-            for event in events:
-                writer.write(event)
-            self._files[cell_id].flush()
+                self._files[cell_id] = os.path.join(
+                    self.paths[cell_id],
+                    f"events.out.tfevents.{int(time.time()):010d}.{self._suffix}")
+                events = [_file_version()] + events
+            # Opened per flush, not held: a pack of thousands of cells would otherwise
+            # hold a file descriptor per cell.
+            with open(self._files[cell_id], "ab") as f:
+                writer = RecordWriter(f)
+                for event in events:
+                    writer.write(event)
         self._buffer.clear()
 
     def final(self, k: int, cell_id: str, hparams: dict, metrics: dict, diverged_step,
@@ -205,11 +206,9 @@ class PackWriters:
             raise
 
     def close(self) -> None:
-        """Closes the curve files; scalars still buffered are dropped (they would run
+        """Ends the pack's writing; scalars still buffered are dropped (they would run
         ahead of the checkpoint)."""
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
+        self._buffer.clear()
 
 
 def _file_version() -> bytes:
