@@ -44,7 +44,7 @@ def tiny_pack_config(name, jit, steps_per_call=2, eval_batch_size=4):
     config = common.base_config()
     fields = dict(tiny["fields"])
     fields.pop("batch_size", None)  # the engine sets a language model's batch
-    if name in ("small_wrn", "wide_resnet"):
+    if name in ("small_wrn", "wide_resnet", "lstm_lm", "small_lstm_lm"):
         # XLA draws other dropout masks from the same seeds (another random-number
         # algorithm), so the step-for-step comparison runs without dropout.
         fields["dropout_rate"] = 0.0
