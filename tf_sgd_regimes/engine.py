@@ -5,9 +5,9 @@ differ in effective learning rate, momentum and seed. Each member has its own we
 (initialised from its seed), its own momentum accumulators and its own data order (a
 permutation of the training set per epoch, drawn from its seed). The members' weights
 are stacked on a leading axis and one Keras model evaluates all of them at once through
-`stateless_call` under `tf.vectorized_map`, so a pack of K costs a few batched ops per
-layer rather than K separate graphs. One tf.function runs `steps_per_call` steps per
-call, so Python dispatch is paid once per chunk.
+`stateless_call` vectorised over members (member_map.vectorize), so a pack of K costs a
+few batched ops per layer rather than K separate graphs. One tf.function runs
+`steps_per_call` steps per call, so Python dispatch is paid once per chunk.
 
 The update is the paper's form, a <- m a + g ; w <- w - lr a (as in
 optimizers.PaperMomentum, which Keras users can use with model.fit), with the paper's
@@ -87,7 +87,7 @@ class _PackRunner:
     """A pack's weights stacked on a leading member axis, and the compiled step over them.
 
     One Keras model (the template) defines the computation; `stateless_call` evaluates it
-    with any weights, and `tf.vectorized_map` turns K such calls into batched ops (one
+    with any weights, and member_map.vectorize turns K such calls into batched ops (one
     matmul for all members instead of K). Gradients, the paper's momentum update and the
     learning-rate schedule are computed for all members at once.
     """
@@ -292,7 +292,7 @@ class _PackRunner:
 
 
 def _map_members(fn, stacked):
-    """tf.vectorized_map over the member axis; a pack of one calls `fn` directly.
+    """Vectorised over the member axis (member_map.vectorize); a pack of one calls `fn` directly.
 
     Big models train one member per pack, and for them the vectorisation machinery is pure
     overhead (and turns an LSTM's loop into a converted while_loop).

@@ -113,10 +113,12 @@ def main(argv=None):
     parser.add_argument("--jax_python", default="/work/venvs/jax/bin/python")
     parser.add_argument("--xla", default="both", choices=("both", "on", "off", "auto"))
     args = parser.parse_args(argv)
-    sides = {"both": (False, True), "on": (True,), "off": (False,), "auto": ("auto",)}[args.xla]
+    sides = {"both": (False, True), "on": (True,), "off": (False,),
+             "auto": ("auto",)}[args.xla]
     label = {True: "engine, XLA", False: "engine, no XLA", "auto": "engine, auto"}
     print(f"engine: {engine.__file__}; {os.cpu_count()} CPU cores; TF {tf.__version__}")
-    print("| B | side | member-steps/s (median) | seconds | |test-accuracy difference| vs JAX, per member |")
+    print("| B | side | member-steps/s (median) | seconds "
+          "| |test-accuracy difference| vs JAX, per member |")
     print("|---|---|---|---|---|", flush=True)
     workdir = tempfile.mkdtemp(prefix="jax_pack_")
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):

@@ -72,7 +72,8 @@ def main(argv=None):
     parser.add_argument("--chunks", type=int, default=2)
     parser.add_argument("--xla", default="both", choices=("both", "on", "off", "auto"))
     args = parser.parse_args(argv)
-    sides = {"both": (False, True), "on": (True,), "off": (False,), "auto": ("auto",)}[args.xla]
+    sides = {"both": (False, True), "on": (True,), "off": (False,),
+             "auto": ("auto",)}[args.xla]
     print(f"engine: {engine.__file__}; {os.cpu_count()} CPU cores; TF {tf.__version__}")
     print("| family | members | B | XLA | first chunk s | member-steps/s |")
     print("|---|---|---|---|---|---|", flush=True)
@@ -86,8 +87,9 @@ def main(argv=None):
             for jit in sides:
                 first = float(np.median([r[0] for r in results[jit]]))
                 rate = float(np.median([r[1] for r in results[jit]]))
-                print(f"| {family} | {results[jit][0][2]} | {batch_size} | "
-                      f"{ {True: 'on', False: 'off'}.get(jit, jit)} | {first:.2f} | {rate:,.0f} |", flush=True)
+                side = {True: "on", False: "off"}.get(jit, jit)
+                print(f"| {family} | {results[jit][0][2]} | {batch_size} | {side} | "
+                      f"{first:.2f} | {rate:,.0f} |", flush=True)
     return 0
 
 
