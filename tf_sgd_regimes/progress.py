@@ -48,6 +48,7 @@ class Progress:
         self.done_cells = done_cells
         self.skipped_cells = done_cells
         self.diverged = 0
+        self.failed = 0
         self.work_done = 0.0  # trained in this session, finished packs
         self.stream = stream or sys.stdout
         self.min_interval_s = min_interval_s
@@ -79,7 +80,9 @@ class Progress:
     def line(self, extra: str = "") -> str:
         percent = 100.0 * min(1.0, (self.work_done + self._pack_done) / self.total_work)
         text = (f"[sweep] cells {self.done_cells}/{self.total_cells} "
-                f"diverged {self.diverged}  {percent:5.1f}% of work  "
+                f"diverged {self.diverged}"
+                + (f" failed {self.failed}" if self.failed else "")
+                + f"  {percent:5.1f}% of work  "
                 f"elapsed {format_seconds(self.elapsed())}  ETA {format_seconds(self.eta())}")
         if self.pack_label:
             text += (f"  | {self.pack_label} "
@@ -106,9 +109,10 @@ class Progress:
         if self.clock() - self._last_print >= self.min_interval_s:
             self._print(self.line(extra))
 
-    def end_pack(self, cells: int, diverged: int, pack_work: float) -> None:
+    def end_pack(self, cells: int, diverged: int, pack_work: float, failed: int = 0) -> None:
         self.done_cells += cells
         self.diverged += diverged
+        self.failed += failed
         self.work_done += float(pack_work)
         self.pack_label = ""
         self._pack_done = self._pack_resumed = 0.0
