@@ -100,6 +100,24 @@ def _unlocked(config, where: str) -> ml_collections.ConfigDict:
     return config
 
 
+def base_config(task: str = "classification") -> ml_collections.ConfigDict:
+    """Every field an experiment has, with the paper's defaults, for your own config.
+
+    The analysis selects on `task`'s default metric (test accuracy, test perplexity, test
+    MSE, or a registered tasks.Task's selection); set config.model.name, config.data.name,
+    the budget and the grid (config.sweep) yourself.
+    """
+    from tf_sgd_regimes import tasks  # loads TensorFlow
+    from tf_sgd_regimes.configs import common
+
+    task = tasks.resolve(task)
+    config = common.base_config()
+    config.analysis.selection_metric, config.analysis.selection_mode = tasks.selection(task)
+    config.analysis.train_metric = "train_loss"
+    config.budget.epochs = 1.0
+    return config
+
+
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
     """The config of `path/to/file.py[:variant]` (ml_collections' config_flags convention).
 
