@@ -260,8 +260,8 @@ def validate(config: ml_collections.ConfigDict, num_train: int = 0, replicas: in
 
     Args:
       num_train, replicas: the data set's size and the strategy's replicas, when known.
-      task, split: the loaded data set's task and evaluation split, when known (else the
-        model's registered task and config.analysis.split).
+      task, split: the loaded data set's task and evaluation split, when known; then the
+        model's task must match and the analysis metrics must be the task's.
     """
     # Imported here: optimizers loads TensorFlow, and --list and bad overrides should
     # answer in a second, before it loads.
@@ -333,15 +333,16 @@ def _validate_workload(config, task: Optional[str], split: Optional[str]) -> Non
     models.record(config.model.name)  # ConfigError listing the known models
     data.check_name(config.data.name)
     model_task = models.task_of(config.model.name)
-    if task is not None and task != model_task:
+    if task is None:
+        return  # the task and its metrics are checked once the data set is loaded
+    if task != model_task:
         raise ConfigError(
             f"config.model.name={config.model.name!r} is registered for task {model_task!r} "
             f"but data set {config.data.name!r} has task {task!r}; use a model registered for "
             f"{task!r} (register_model(name, build_fn, task={task!r}) also accepts a builder "
             "that is registered under another name)")
-    task = task or model_task
     if task not in tasks.names():
-        raise ConfigError(f"task {task!r} of model {config.model.name!r} is unknown; known "
+        raise ConfigError(f"task {task!r} of data set {config.data.name!r} is unknown; known "
                           f"tasks: {tasks.names()}")
     split = split or config.analysis.split
     known = tasks.metric_names(task, split)

@@ -43,7 +43,7 @@ class SweepResult(NamedTuple):
         return bool(self.records) and len(self.failed) == len(self.records)
 
 
-def prepare(config, model=None, dataset=None):
+def prepare(config, model=None, dataset=None, load: bool = True):
     """The config to run with `model` and `dataset` registered and named in it; returns
     (config, the data set object or None). Checks names before anything is loaded.
 
@@ -54,6 +54,8 @@ def prepare(config, model=None, dataset=None):
         registered under config.model.name (or the function's name) for the data's task.
       dataset: a registered data set name, a loader function, or a Dataset /
         StreamedDataset object (registered under its name).
+      load: load the data set (to check the task and metrics against it); a chief,
+        which trains nothing, skips it.
     """
     import ml_collections
 
@@ -77,10 +79,10 @@ def prepare(config, model=None, dataset=None):
         config.data.name = name
     elif dataset is not None:
         config.data.name = dataset
+    if callable(model) and loaded is None:
+        data.check_name(config.data.name)
+        loaded = _load(config)
     if callable(model):
-        if loaded is None:
-            data.check_name(config.data.name)
-            loaded = _load(config)
         name = config.model.name or model.__name__
         models.register_model(name, model, task=loaded.task)
         config.model.name = name
@@ -89,7 +91,11 @@ def prepare(config, model=None, dataset=None):
     if not config.get("name"):
         config.name = f"{config.model.name}_{config.data.name}"
     config.lock()
-    experiments.validate(config)  # names, task and metrics: ConfigError before any compute
+    experiments.validate(config)  # names: ConfigError before anything is loaded
+    if loaded is None and load and config.get("engine", "keras") == "keras":
+        loaded = _load(config)
+    if loaded is not None:  # the model's task and the metrics against the data's task
+        experiments.validate(config, task=loaded.task, split=loaded.split)
     return config, loaded
 
 
@@ -139,7 +145,7 @@ def run_sweep(config, workdir: str, role: str = "standalone", tuner_id: Optional
         (None: config.sweep.extend_edges.enabled). Workers never extend: the chief's
         grid is the one handed out.
     """
-    config, loaded = prepare(config, model, dataset)
+    config, loaded = prepare(config, model, dataset, load=role != "chief")
     out = stream or sys.stdout
     # A grid grown by --extend_edges stays grown when the same command runs again.
     config = edges.with_recorded_extensions(config, workdir)

@@ -174,7 +174,8 @@ def _ties_text(tied, settings, resolution: float) -> list:
                    + f": {', '.join(f'{lr:.4g}' for lr in r.tied_lrs)}"
                    for r in tied.itertuples())
     loss = metric.rsplit("_", 1)[0] + "_loss"
-    return [f"WARNING: {len(tied)} optima are ties: several learning rates have best-"
+    where = "one slice" if len(tied) == 1 else f"{len(tied)} slices"
+    return [f"WARNING: the optimum is a tie in {where}: several learning rates have best-"
             f"{settings.best_k} means of {metric} equal {within} ({at}). There the optimal "
             f"rate and its range follow the grid, not the data. Select on the loss, which "
             f"does not tie: --config.analysis.selection_metric={loss} "

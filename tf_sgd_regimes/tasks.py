@@ -209,15 +209,24 @@ _REGISTERED = {"regression": REGRESSION}
 
 
 def register_task(task: Task, replace: bool = False) -> str:
-    """Adds a Task under its name; returns the name. An equal re-registration is a no-op."""
+    """Adds a Task under its name; returns the name.
+
+    Registering it again from the same code (a re-run notebook cell or file) replaces it;
+    another task under a taken name needs replace=True.
+    """
     if not isinstance(task, Task):
         raise TypeError(f"register_task takes a tasks.Task, got {type(task).__name__}")
     old = _REGISTERED.get(task.name)
-    if old is not None and old is not task and not replace:
-        raise ValueError(f"task {task.name!r} is already registered with another definition; "
-                         "pass replace=True to redefine it")
+    if old is not None and old != task and _origin(old.loss) != _origin(task.loss) \
+            and not replace:
+        raise ValueError(f"task {task.name!r} is already registered with another loss "
+                         f"({_origin(old.loss)}); pick another name or pass replace=True")
     _REGISTERED[task.name] = task
     return task.name
+
+
+def _origin(fn) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def names() -> list:
