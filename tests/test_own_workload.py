@@ -228,15 +228,16 @@ def test_a_work_directory_refuses_another_data_set_before_any_compute(user_dir, 
     sweep_lib.Sweep(first, workdir, stream=io.StringIO())  # claims the directory, trains nothing
     saved = json.load(open(os.path.join(workdir, "data.json")))
     assert saved["name"] == "ow_values" and saved["num_train"] == 80
-    # Same name and config, other arrays: only the fingerprint tells them apart.
-    other = user_config(user_dir, "regression", "data.seed=1") if False else None
+    # The same data set name, other arrays (the loader's seed field): the fingerprint differs.
     config = first.copy_and_resolve_references()
     config.unlock()
     config.data.seed = 1
     with pytest.raises(experiments.ConfigError, match="another data set.*differ in hash"):
         sweep_lib.Sweep(config, workdir, stream=io.StringIO())
     assert not os.path.exists(os.path.join(workdir, "ledger"))
-    del other
+    # Another data set altogether.
+    with pytest.raises(experiments.ConfigError, match="saved one is 'ow_values'.*'ow_signs'"):
+        sweep_lib.Sweep(user_config(user_dir, "classification"), workdir, stream=io.StringIO())
 
 
 # --- names and metrics are validated, with the known ones ------------------------------
