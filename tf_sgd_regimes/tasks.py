@@ -13,6 +13,8 @@ from typing import Callable, Mapping, Optional, Tuple
 
 import tensorflow as tf
 
+from tf_sgd_regimes.experiments import ConfigError  # exit status 2 on the command line
+
 # The metric each task selects on by default, and whether higher is better.
 SELECTION = {
     "classification": ("test_accuracy", "max"),
@@ -135,18 +137,18 @@ class Task:
 
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str):
-            raise ValueError(f"a Task needs a name, got {self.name!r}")
+            raise ConfigError(f"a Task needs a name, got {self.name!r}")
         if self.name in BUILTIN:
-            raise ValueError(f"task name {self.name!r} is built in; pick another name")
+            raise ConfigError(f"task name {self.name!r} is built in; pick another name")
         if not callable(self.loss):
-            raise ValueError(f"task {self.name!r}: loss must be a function "
+            raise ConfigError(f"task {self.name!r}: loss must be a function "
                              "(outputs, targets, inputs) -> per-example loss [B]")
         metric, mode = self.selection
         if metric not in self.short_names():
-            raise ValueError(f"task {self.name!r}: selection metric {metric!r} is not one of "
+            raise ConfigError(f"task {self.name!r}: selection metric {metric!r} is not one of "
                              f"its metrics {self.short_names()}")
         if mode not in ("min", "max"):
-            raise ValueError(f"task {self.name!r}: selection mode {mode!r}: use 'min' or 'max'")
+            raise ConfigError(f"task {self.name!r}: selection mode {mode!r}: use 'min' or 'max'")
 
     def short_names(self) -> list:
         return ["loss"] + [m for m in self.metrics if m != "loss"]
@@ -219,7 +221,7 @@ def register_task(task: Task, replace: bool = False) -> str:
     old = _REGISTERED.get(task.name)
     if old is not None and old != task and _origin(old.loss) != _origin(task.loss) \
             and not replace:
-        raise ValueError(f"task {task.name!r} is already registered with another loss "
+        raise ConfigError(f"task {task.name!r} is already registered with another loss "
                          f"({_origin(old.loss)}); pick another name or pass replace=True")
     _REGISTERED[task.name] = task
     return task.name
@@ -240,7 +242,7 @@ def resolve(task) -> str:
     if isinstance(task, Task):
         return register_task(task)
     if task not in BUILTIN and task not in _REGISTERED:
-        raise ValueError(f"unknown task {task!r}; known: {names()} (or pass a "
+        raise ConfigError(f"unknown task {task!r}; known: {names()} (or pass a "
                          "tf_sgd_regimes.Task with a per-example loss)")
     return task
 

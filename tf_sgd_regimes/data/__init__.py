@@ -18,6 +18,7 @@ from tf_sgd_regimes.data import ptb
 from tf_sgd_regimes.data import streamed
 from tf_sgd_regimes.data import synthetic_language
 from tf_sgd_regimes.data import tfds_images
+from tf_sgd_regimes.experiments import ConfigError  # exit status 2 on the command line
 
 Dataset = base.Dataset
 StreamedDataset = streamed.StreamedDataset
@@ -39,19 +40,19 @@ def register_dataset(name: str, loader: Union[Callable, "Dataset", "StreamedData
       replace: allow redefining an existing name with another loader.
     """
     if not isinstance(name, str) or not name:
-        raise ValueError(f"register_dataset: name must be a non-empty string, got {name!r}")
+        raise ConfigError(f"register_dataset: name must be a non-empty string, got {name!r}")
     if isinstance(loader, (Dataset, StreamedDataset)):
         loaded = loader
 
         def loader(**fields):
             if fields:
-                raise ValueError(f"data set {name!r} was registered as arrays and takes no "
+                raise ConfigError(f"data set {name!r} was registered as arrays and takes no "
                                  f"config.data fields; got {sorted(fields)}")
             return loaded
 
         loader.registered = loaded
     elif not callable(loader):
-        raise ValueError(f"register_dataset({name!r}): loader must be a function returning a "
+        raise ConfigError(f"register_dataset({name!r}): loader must be a function returning a "
                          "Dataset (or a Dataset itself)")
     old = _DATASETS.get(name)
     # Re-running the cell or file that registered it is fine; a clash of two is not.
@@ -59,7 +60,7 @@ def register_dataset(name: str, loader: Union[Callable, "Dataset", "StreamedData
         hasattr(old, "registered") and hasattr(loader, "registered")
         or _origin(old) == _origin(loader))
     if old is not None and not rerun and not replace:
-        raise ValueError(f"data set {name!r} is already registered with another loader "
+        raise ConfigError(f"data set {name!r} is already registered with another loader "
                          f"({_origin(old)}); pick another name or pass replace=True")
     _DATASETS[name] = loader
     return name
@@ -88,9 +89,7 @@ def names():
 def check_name(name: str) -> None:
     """Raises ConfigError (exit status 2 on the command line) for an unknown name."""
     if name not in _DATASETS:
-        from tf_sgd_regimes import experiments
-
-        raise experiments.ConfigError(
+        raise ConfigError(
             f"unknown data set {name!r} (config.data.name); known: {names()}. Register your "
             "own with tf_sgd_regimes.register_dataset(name, loader)")
 
@@ -103,9 +102,7 @@ def get_dataset(name: str, **kwargs):
     check_name(name)
     dataset = _DATASETS[name](**kwargs)
     if not isinstance(dataset, (Dataset, StreamedDataset)):
-        from tf_sgd_regimes import experiments
-
-        raise experiments.ConfigError(
+        raise ConfigError(
             f"the loader of data set {name!r} returned a {type(dataset).__name__}; it must "
             "return a tf_sgd_regimes.Dataset (e.g. Dataset.from_arrays(...)) or a "
             "StreamedDataset (StreamedDataset.from_tf_data(...))")

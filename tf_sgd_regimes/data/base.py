@@ -8,6 +8,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from tf_sgd_regimes.experiments import ConfigError  # exit status 2 on the command line
+
 # The built-in tasks; tasks.names() adds "regression" and any registered tasks.Task.
 TASKS = ("classification", "language_model", "autoencoder")
 ORDERINGS = ("shuffle", "streams")
@@ -19,7 +21,7 @@ def check_task(dataset_name: str, task: str) -> None:
     from tf_sgd_regimes import tasks  # loads TensorFlow, which every Dataset's user has
 
     if task not in tasks.names():
-        raise ValueError(f"dataset {dataset_name!r}: task {task!r} not in {tasks.names()}")
+        raise ConfigError(f"dataset {dataset_name!r}: task {task!r} not in {tasks.names()}")
 
 
 class DataMissingError(FileNotFoundError):
@@ -104,7 +106,7 @@ class Dataset:
         for key, value in arrays.items():
             arrays[key] = np.asarray(value, np.float32)
             if arrays[key].ndim < 1 or len(arrays[key]) == 0:
-                raise ValueError(f"Dataset.from_arrays({name!r}): {key} is empty")
+                raise ConfigError(f"Dataset.from_arrays({name!r}): {key} is empty")
         targets = {"train_y": train_y, "test_y": test_y}
         for key, value in targets.items():
             x = arrays[key.replace("_y", "_x")]
@@ -112,27 +114,27 @@ class Dataset:
                 targets[key] = None
                 continue
             if value is None:
-                raise ValueError(f"Dataset.from_arrays({name!r}): {key} is None; a "
+                raise ConfigError(f"Dataset.from_arrays({name!r}): {key} is None; a "
                                  f"{task} task needs targets")
             value = np.asarray(value)
             if len(value) != len(x):
-                raise ValueError(f"Dataset.from_arrays({name!r}): {key} has {len(value)} rows "
+                raise ConfigError(f"Dataset.from_arrays({name!r}): {key} has {len(value)} rows "
                                  f"but {key.replace('_y', '_x')} has {len(x)}")
             if task == "classification":
                 if not np.issubdtype(value.dtype, np.integer):
                     if not np.all(np.equal(np.mod(value, 1), 0)):
-                        raise ValueError(f"Dataset.from_arrays({name!r}): {key} holds "
+                        raise ConfigError(f"Dataset.from_arrays({name!r}): {key} holds "
                                          "non-integer class labels; a classification "
                                          "task needs labels 0..C-1")
                 if value.min() < 0:
-                    raise ValueError(f"Dataset.from_arrays({name!r}): {key} has negative "
+                    raise ConfigError(f"Dataset.from_arrays({name!r}): {key} has negative "
                                      "labels; classes must be 0..C-1")
                 value = value.astype(np.int32)
             elif np.issubdtype(value.dtype, np.floating) or task == "regression":
                 value = value.astype(np.float32)
             targets[key] = value
         if arrays["train_x"].shape[1:] != arrays["test_x"].shape[1:]:
-            raise ValueError(f"Dataset.from_arrays({name!r}): train_x examples have shape "
+            raise ConfigError(f"Dataset.from_arrays({name!r}): train_x examples have shape "
                              f"{arrays['train_x'].shape[1:]}, test_x {arrays['test_x'].shape[1:]}")
         if num_outputs is None:
             if task == "classification":
@@ -144,7 +146,7 @@ class Dataset:
         elif task == "classification":
             top = int(max(targets["train_y"].max(), targets["test_y"].max()))
             if top >= num_outputs:
-                raise ValueError(f"Dataset.from_arrays({name!r}): label {top} is out of range "
+                raise ConfigError(f"Dataset.from_arrays({name!r}): label {top} is out of range "
                                  f"for num_outputs={num_outputs}")
         return cls(name=name, task=task, train_x=arrays["train_x"], train_y=targets["train_y"],
                    test_x=arrays["test_x"], test_y=targets["test_y"],
@@ -203,7 +205,6 @@ def check_workdir_data(workdir: str, data_fingerprint: Optional[dict]) -> None:
     """
     if data_fingerprint is None:
         return
-    from tf_sgd_regimes import experiments  # ConfigError: run.py exits 2 on it
     from tf_sgd_regimes import ledger
 
     path = os.path.join(workdir, DATA_FILE)
@@ -212,13 +213,13 @@ def check_workdir_data(workdir: str, data_fingerprint: Optional[dict]) -> None:
             with open(path) as f:
                 saved = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
-            raise experiments.ConfigError(
+            raise ConfigError(
                 f"{path} cannot be read ({e}); it records the sweep's data set. Restore it, "
                 "or start fresh with a new --workdir") from e
         if saved.get("hash") != data_fingerprint["hash"]:
             differ = sorted(k for k in set(saved) | set(data_fingerprint)
                             if saved.get(k) != data_fingerprint.get(k))
-            raise experiments.ConfigError(
+            raise ConfigError(
                 f"work directory {workdir} holds a sweep on another data set: the saved one "
                 f"is {saved.get('name')!r} ({saved.get('num_train')} train / "
                 f"{saved.get('num_test')} test examples, hash {saved.get('hash')}), this one is "

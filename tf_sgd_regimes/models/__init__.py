@@ -18,6 +18,7 @@ import dataclasses
 import inspect
 from typing import Callable, Optional
 
+from tf_sgd_regimes.experiments import ConfigError  # exit status 2 on the command line
 from tf_sgd_regimes.models import autoencoder
 from tf_sgd_regimes.models import lstm_lm
 from tf_sgd_regimes.models import mlp
@@ -62,16 +63,16 @@ def register_model(name: str, build_fn: Callable, task="classification",
     from tf_sgd_regimes import tasks  # loads TensorFlow; the registry's users have it
 
     if not isinstance(name, str) or not name:
-        raise ValueError(f"register_model: name must be a non-empty string, got {name!r}")
+        raise ConfigError(f"register_model: name must be a non-empty string, got {name!r}")
     if not callable(build_fn):
-        raise ValueError(f"register_model({name!r}): build_fn must be callable")
+        raise ConfigError(f"register_model({name!r}): build_fn must be callable")
     try:
         parameters = inspect.signature(build_fn).parameters
     except (TypeError, ValueError):
         parameters = {}
     takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
     if parameters and "seed" not in parameters and not takes_any:
-        raise ValueError(
+        raise ConfigError(
             f"register_model({name!r}): build_fn must take a `seed` keyword (each packed "
             "member is built with its own seed so members start from different weights): "
             "def build(input_shape, num_outputs, *, seed, **fields)")
@@ -79,13 +80,13 @@ def register_model(name: str, build_fn: Callable, task="classification",
     if tiny_config is not None:
         missing = {"input_shape", "num_outputs"} - set(tiny_config)
         if missing:
-            raise ValueError(f"register_model({name!r}): tiny_config lacks {sorted(missing)}")
+            raise ConfigError(f"register_model({name!r}): tiny_config lacks {sorted(missing)}")
         tiny_config = {"fields": {}, **tiny_config}
     record = ModelRecord(build_fn, task, tiny_config)
     old = _MODELS.get(name)
     # Re-running the cell or file that registered it is fine; a clash of two is not.
     if old is not None and _origin(old.build) != _origin(build_fn) and not replace:
-        raise ValueError(f"model {name!r} is already registered with another builder "
+        raise ConfigError(f"model {name!r} is already registered with another builder "
                          f"({_origin(old.build)}); pick another name or pass replace=True")
     _MODELS[name] = record
     return name
@@ -127,9 +128,7 @@ def task_of(name: str) -> str:
 
 def _check(name):
     if name not in _MODELS:
-        from tf_sgd_regimes import experiments
-
-        raise experiments.ConfigError(
+        raise ConfigError(
             f"unknown model {name!r} (config.model.name); known: {names()}. Register your "
             "own with tf_sgd_regimes.register_model(name, build_fn, task=...)")
 
