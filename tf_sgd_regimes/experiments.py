@@ -20,10 +20,11 @@ DEFAULT_EXPERIMENT = "digits_mlp_epoch_budget"
 # registered on first lookup from its config modules (below); yours with
 # register_experiment, from any file.
 _EXPERIMENTS: Dict[str, Callable[[], ml_collections.ConfigDict]] = {}
-# Config modules under tf_sgd_regimes.configs. A module with several experiments keeps
-# them in `_VARIANTS` (name -> config function), so each name is written once, there.
-_PACKAGE_MODULES = ("digits_mlp", "nqm", "wrn_cifar", "resnet_imagenet", "ptb_lstm",
-                    "mnist_autoencoder", "embedded")
+# Every module under tf_sgd_regimes.configs (but `common`) holds experiments: a module with
+# several keeps them in `_VARIANTS` (name -> config function), so each name is written
+# once, there; a module with one is named by its get_config().name. A new module is found
+# without an edit here.
+_SHARED_MODULES = ("common",)
 # configs/nqm.py takes a budget rather than a variant name.
 _NQM = {"nqm_epoch_budget": "epochs", "nqm_step_budget": "steps",
         "nqm_epoch_budget_sweep": "variable"}
@@ -59,8 +60,17 @@ def _register_package() -> None:
     if _package_registered:
         return
     _package_registered = True
-    for module_name in _PACKAGE_MODULES:
+    import pkgutil
+
+    from tf_sgd_regimes import configs
+
+    for info in sorted(pkgutil.iter_modules(configs.__path__), key=lambda m: m.name):
+        module_name = info.name
+        if module_name in _SHARED_MODULES or module_name.startswith("_"):
+            continue
         module = importlib.import_module(f"tf_sgd_regimes.configs.{module_name}")
+        if not hasattr(module, "get_config"):
+            continue  # a helper module, not an experiment
         if module_name == "nqm":
             for name, budget in _NQM.items():
                 register_experiment(name, functools.partial(module.get_config, budget=budget))

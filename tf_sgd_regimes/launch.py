@@ -81,7 +81,7 @@ def prepare(config, model=None, dataset=None, load: bool = True):
         config.data.name = dataset
     if callable(model) and loaded is None:
         data.check_name(config.data.name)
-        loaded = _load(config)
+        loaded = sweep_lib.load_dataset(config)
     if callable(model):
         name = config.model.name or model.__name__
         models.register_model(name, model, task=loaded.task)
@@ -93,18 +93,10 @@ def prepare(config, model=None, dataset=None, load: bool = True):
     config.lock()
     experiments.validate(config)  # names: ConfigError before anything is loaded
     if loaded is None and load and config.get("engine", "keras") == "keras":
-        loaded = _load(config)
+        loaded = sweep_lib.load_dataset(config)
     if loaded is not None:  # the model's task and the metrics against the data's task
         experiments.validate(config, task=loaded.task, split=loaded.split)
     return config, loaded
-
-
-def _load(config):
-    fields = dict(config.data)
-    name = fields.pop("name")
-    from tf_sgd_regimes import data
-
-    return data.get_dataset(name, **fields)
 
 
 def failure_summary(records: List[dict], workdir: str) -> str:
@@ -134,7 +126,7 @@ def run_sweep(config, workdir: str, role: str = "standalone", tuner_id: Optional
         config file "path/to/file.py[:variant]"; validated here.
       workdir: the sweep's work directory (shared by a chief and its workers).
       model, dataset: see `prepare`: names, or your own builder and data set.
-      report: write the report (<workdir>/report/) when the grid is done.
+      report: write the report (<workdir>/report/) of the records at the end.
       stream: where progress lines go (default stdout).
       print_failures: print, at the end, how many cells failed with the first failure's
         error and record path (failure_summary); run.py prints it after the report.
