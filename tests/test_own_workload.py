@@ -254,6 +254,32 @@ def test_bad_names_are_config_errors_naming_the_known_ones(user_dir, tmp_path, o
     assert not (tmp_path / "w").exists()
 
 
+def test_outputs_that_do_not_fit_the_targets_are_refused_before_compute(user_dir, tmp_path):
+    sgd.get_config(f"{user_dir / 'ow_experiment.py'}:regression")  # registers the workload
+    import ow_workload
+
+    x_train, y_train, x_test, y_test = ow_workload.arrays(0, "regression")
+    line = sgd.Dataset.from_arrays("ow_line", x_train, y_train, x_test, y_test,
+                                   task="regression")
+
+    def build_two(input_shape, num_outputs, *, seed):
+        return ow_workload.build_dense(input_shape, 2, seed=seed)
+
+    config = user_config(user_dir, "regression")
+    config.unlock()
+    config.model.name = ""
+    with pytest.raises(experiments.ConfigError, match=r"outputs \(2, 2\) do not fit the targets"):
+        sgd.run_sweep(config, str(tmp_path / "a"), model=build_two, dataset=line)
+    mean_loss = sgd.Task("ow_mean", loss=lambda o, t, i: tf.reduce_mean(tf.square(o[:, 0] - t)))
+    scalar = sgd.Dataset.from_arrays("ow_scalar", x_train, y_train, x_test, y_test,
+                                     task=mean_loss)
+    config = sgd.base_config(task=mean_loss)
+    with pytest.raises(experiments.ConfigError, match=r"loss of 2 examples has shape \(\)"):
+        sgd.run_sweep(config, str(tmp_path / "b"), model=ow_workload.build_dense,
+                      dataset=scalar)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_cli_exits_2_on_an_unknown_data_set_and_1_when_every_cell_failed(user_dir, tmp_path):
     (user_dir / "ow_broken.py").write_text(textwrap.dedent('''
         import ow_experiment

@@ -96,6 +96,9 @@ def prepare(config, model=None, dataset=None, load: bool = True):
         loaded = sweep_lib.load_dataset(config)
     if loaded is not None:  # the model's task and the metrics against the data's task
         experiments.validate(config, task=loaded.task, split=loaded.split)
+        if config.get("engine", "keras") == "keras":
+            fields = dict(config.model)
+            models.check_outputs(fields.pop("name"), fields, loaded)
     return config, loaded
 
 

@@ -144,3 +144,42 @@ def tiny_config(name: str) -> dict:
     if tiny is None:
         raise ValueError(f"model {name!r} was registered without a tiny_config")
     return copy.deepcopy(tiny)
+
+
+def check_outputs(name: str, fields: dict, dataset) -> None:
+    """Builds a model registered from outside the package once and evaluates its task's
+    per-example loss on two training examples, so that outputs that do not fit the targets
+    (a wrong num_outputs, a regression model with several outputs for one target, a loss
+    that does not return one value per example) are a ConfigError before any compute,
+    not a sweep of failed cells. The package's own models are covered by their tests.
+    """
+    build = record(name).build
+    if getattr(build, "__module__", "").startswith("tf_sgd_regimes."):
+        return
+    if getattr(dataset, "ordering", "shuffle") != "shuffle" or not hasattr(dataset, "train_x"):
+        return  # token streams and tf.data streams: checked by the first training step
+    import numpy as np
+    import tensorflow as tf
+
+    from tf_sgd_regimes import tasks
+
+    x = dataset.train_x[:2]
+    y = None if dataset.train_y is None else dataset.train_y[:2]
+    where = (f"model {name!r} on data set {dataset.name!r} (task {dataset.task!r}, "
+             f"num_outputs={dataset.num_outputs})")
+    outputs = None
+    try:
+        model = build(dataset.input_shape, dataset.num_outputs, seed=0, **fields)
+        outputs = model(tf.constant(x), training=False)
+        loss = tasks.per_example_loss(dataset.task, outputs, y, tf.constant(x))
+    except (ValueError, TypeError, tf.errors.InvalidArgumentError) as e:
+        shape = None if outputs is None else outputs.shape
+        raise ConfigError(
+            f"{where}: its outputs{'' if shape is None else f' {tuple(shape)}'} do not fit "
+            f"the targets{'' if y is None else f' {np.shape(y)}'} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}). Check the builder's output layer "
+            "(num_outputs units) and the task") from e
+    if tuple(loss.shape) != (2,):
+        raise ConfigError(f"{where}: the per-example loss of 2 examples has shape "
+                          f"{tuple(loss.shape)}; a task's loss must return one value per "
+                          "example, shape [batch]")
