@@ -39,12 +39,12 @@ def register_experiment(name: str, get_config_fn: Callable[[], ml_collections.Co
                         replace: bool = False) -> str:
     """Registers an experiment: `get_config_fn()` returns its ConfigDict. Returns the name."""
     if not isinstance(name, str) or not name:
-        raise ValueError(f"register_experiment: name must be a non-empty string, got {name!r}")
+        raise ConfigError(f"register_experiment: name must be a non-empty string, got {name!r}")
     if not callable(get_config_fn):
-        raise ValueError(f"register_experiment({name!r}): get_config_fn must be callable")
+        raise ConfigError(f"register_experiment({name!r}): get_config_fn must be callable")
     old = _EXPERIMENTS.get(name)
     if (old is not None and not replace and _origin(old) != _origin(get_config_fn)):
-        raise ValueError(f"experiment {name!r} is already registered ({_origin(old)}); pick "
+        raise ConfigError(f"experiment {name!r} is already registered ({_origin(old)}); pick "
                          "another name or pass replace=True")
     _EXPERIMENTS[name] = get_config_fn
     return name
