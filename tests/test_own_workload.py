@@ -279,6 +279,13 @@ def test_outputs_that_do_not_fit_the_targets_are_refused_before_compute(user_dir
                       dataset=scalar)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
+    def build_nothing(input_shape, num_outputs, *, seed):
+        raise RuntimeError("no model today")
+
+    with pytest.raises(experiments.ConfigError, match="building it failed.*no model today"):
+        sgd.run_sweep(sgd.base_config(task="regression"), str(tmp_path / "c"),
+                      model=build_nothing, dataset=line)
+
 
 def test_cli_exits_2_on_an_unknown_data_set_and_1_when_every_cell_failed(user_dir, tmp_path):
     (user_dir / "ow_broken.py").write_text(textwrap.dedent('''
@@ -287,7 +294,11 @@ def test_cli_exits_2_on_an_unknown_data_set_and_1_when_every_cell_failed(user_di
 
 
         def build_broken(input_shape, num_outputs, *, seed, **fields):
-            raise ValueError("ow builder is broken on purpose")
+            # Builds at seed 0 (the check before compute) and breaks in training, where
+            # every pack also builds seed 1.
+            if seed:
+                raise ValueError("ow builder is broken on purpose")
+            return ow_experiment.ow_workload.build_dense(input_shape, num_outputs, seed=seed)
 
 
         sgd.register_model("ow_broken", build_broken, task="regression")

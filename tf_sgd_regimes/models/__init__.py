@@ -167,9 +167,12 @@ def check_outputs(name: str, fields: dict, dataset) -> None:
     y = None if dataset.train_y is None else dataset.train_y[:2]
     where = (f"model {name!r} on data set {dataset.name!r} (task {dataset.task!r}, "
              f"num_outputs={dataset.num_outputs})")
-    outputs = None
     try:
         model = build(dataset.input_shape, dataset.num_outputs, seed=0, **fields)
+    except Exception as e:  # the user's code: any error, reported with its type
+        raise ConfigError(f"{where}: building it failed ({type(e).__name__}: {e})") from e
+    outputs = None
+    try:
         outputs = model(tf.constant(x), training=False)
         loss = tasks.per_example_loss(dataset.task, outputs, y, tf.constant(x))
     except (ValueError, TypeError, tf.errors.InvalidArgumentError) as e:
