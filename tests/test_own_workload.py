@@ -22,6 +22,7 @@ from tf_sgd_regimes import experiments
 from tf_sgd_regimes import launch
 from tf_sgd_regimes import models
 from tf_sgd_regimes import report
+from tf_sgd_regimes import summaries
 from tf_sgd_regimes import sweep as sweep_lib
 from tf_sgd_regimes import tasks
 
@@ -177,6 +178,10 @@ def test_regression_and_custom_task_losses_against_numpy():
     assert tasks.metrics_from_sums(name, sums, "validation") == pytest.approx(
         {"validation_loss": (0 + 0.5 + 2.0) / 3, "validation_accuracy": 2 / 3})
     assert tasks.selection(name, "validation") == ("validation_accuracy", "max")
+    # TensorBoard's HParams metrics follow the task, its selection metric first.
+    assert summaries.metric_names(name, "test")[:4] == [
+        "final/test_accuracy", "final/test_loss", "final/train_loss", "final/train_accuracy"]
+    assert summaries.metric_names("regression", "test")[0] == "final/test_mse"
     assert tasks.resolve(sgd.Task("ow_hinge", loss=hinge.loss, statistic=hinge.statistic,
                                   metrics=hinge.metrics, selection=hinge.selection))
     with pytest.raises(ValueError, match="unknown task 'regresion'.*regression"):
