@@ -13,6 +13,7 @@ Adding a model is one call, here or in your own file (tests iterate the registry
                    tiny_config=dict(input_shape=(3,), num_outputs=1, fields={}))
 """
 
+import collections.abc
 import copy
 import dataclasses
 import inspect
@@ -124,6 +125,22 @@ def record(name: str) -> ModelRecord:
 
 def task_of(name: str) -> str:
     return record(name).task
+
+
+class _TaskView(collections.abc.Mapping):
+    """name -> task, read from the records (for code written against the old TASKS dict)."""
+
+    def __getitem__(self, name):
+        return _MODELS[name].task
+
+    def __iter__(self):
+        return iter(sorted(_MODELS))
+
+    def __len__(self):
+        return len(_MODELS)
+
+
+TASKS = _TaskView()
 
 
 def _check(name):
