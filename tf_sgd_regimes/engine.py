@@ -209,6 +209,9 @@ class _PackRunner:
         global_batch = tf.cast(batch_size, tf.float32)
         x, y = engine.sampler.train_batch(indices, i, batch_size, replica, replicas,
                                           self.step, self.seeds, fetched)
+        if self.static_batch is not None:  # layers (ghost BN) decide on the static shape
+            x, y = (tf.ensure_shape(t, [None, self.static_batch // replicas]
+                                    + [None] * (len(t.shape) - 2)) for t in (x, y))
         weights = [w.read_value() for w in self.weights]
         states = [s.read_value() for s in self.states]
         if self.train_state_index:
@@ -562,11 +565,21 @@ class Engine:
         return model_registry.get_model(name, self.dataset.input_shape,
                                         self.dataset.num_outputs, seed=seed, **fields)
 
+    def _ghost_batch_sizes(self) -> set:
+        """The ghost sizes of the model's ghost batch norms (none: an empty set)."""
+        if not hasattr(self, "_ghost_sizes"):
+            model = self.build_model(seed=0)
+            self._ghost_sizes = {layer.ghost_batch_size for layer in model._flatten_layers()
+                                 if isinstance(layer, model_layers.GhostBatchNormalization)}
+        return self._ghost_sizes
+
     def _runner(self, num_members: int, batch_size: int) -> _PackRunner:
         # XLA (and so a TPU) needs static shapes, and an LSTM's carried state is shaped by
         # the batch; any other model keeps the batch dynamic so one trace serves every B.
+        # Ghost BN on several replicas: a known batch tells which groups stay on one replica.
         static = (self.jit_compile or self.dataset.ordering == "streams"
-                  or isinstance(self.strategy, tf.distribute.TPUStrategy))
+                  or isinstance(self.strategy, tf.distribute.TPUStrategy)
+                  or (self.replicas > 1 and bool(self._ghost_batch_sizes())))
         key = (num_members, batch_size if static else None)
         if key not in self._runners:
             self._runners[key] = _PackRunner(self, num_members, key[1])
@@ -594,6 +607,9 @@ class Engine:
           should_stop: polled after every chunk; True saves a checkpoint and raises
             Preempted (e.g. on SIGTERM).
         """
+        if batch_size % self.replicas and self.dataset.ordering != "streams":
+            for size in self._ghost_batch_sizes():  # the ghost-BN message names its size
+                model_layers.check_layout(batch_size, self.replicas, size)
         if batch_size % self.replicas:
             raise ValueError(f"batch size {batch_size} is not divisible by the "
                              f"{self.replicas} replicas; the batch size is the global batch: "
