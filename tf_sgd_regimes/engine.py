@@ -368,17 +368,14 @@ def _all_rows(context, local_state, replica, replicas: int):
     """Reassembles a carried state [K, B, ...] from every replica's rows [K, B/R, ...].
 
     Each replica places its rows in a zero tensor of the global shape and one all-reduce
-    adds them (x + 0 is exact), which every strategy supports.
+    adds them (x + 0 is exact), which every strategy supports. The placing uses static
+    shapes only (a select per replica block, no padding by a run-time amount) for XLA.
     """
     if replicas == 1:
         return local_state
-    local = local_state.shape[1]
-    before = tf.cast(replica, tf.int32) * local
-    after = (replicas - 1) * local - before
-    paddings = [[0, 0], [before, after]] + [[0, 0]] * (len(local_state.shape) - 2)
-    placed = tf.pad(local_state, paddings)
-    placed = tf.ensure_shape(placed, [local_state.shape[0], local * replicas]
-                             + list(local_state.shape[2:]))
+    zeros = tf.zeros_like(local_state)
+    placed = tf.concat([tf.where(tf.equal(replica, r), local_state, zeros)
+                        for r in range(replicas)], axis=1)
     return context.all_reduce(tf.distribute.ReduceOp.SUM, placed)
 
 

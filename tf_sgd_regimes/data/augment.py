@@ -45,8 +45,9 @@ def pad_crop_flip(images, seed, pad: int = 4, padding: str = "constant", rows=No
         [total, 2], offset_seed, minval=0, maxval=2 * pad + 1, dtype=tf.int32
     )
     flips = tf.random.stateless_uniform([total], flip_seed, minval=0, maxval=2, dtype=tf.int32)
-    if rows is not None:
-        offsets, flips = offsets[first:first + batch], flips[first:first + batch]
+    if rows is not None:  # tf.slice: a run-time start with a static size suits XLA
+        offsets = tf.slice(offsets, [first, 0], [batch, 2])
+        flips = tf.slice(flips, [first], [batch])
     padded = tf.pad(
         images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode=padding.upper()
     )
