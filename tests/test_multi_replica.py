@@ -64,16 +64,15 @@ _SCRIPT = textwrap.dedent("""
         # Ghost 4 of B = 16: whole groups on every replica (resnet50 spans replicas).
         "wrn_ghost_bn": (images((8, 8, 3), 10), dict(name="wide_resnet", depth=10, width=1,
                          normalization="batch_norm", ghost_batch_size=4), {}, (0.5, 64.0)),
-        # Without its dropout: Keras draws the same mask on every replica from the member's
-        # seed, so dropout still depends on the replica count (README, "Many devices").
+        # With its dropout (0.2): masks are drawn for the global batch.
         "wrn_regularized_skipinit": (images((8, 8, 3), 10), dict(
-            name="wide_resnet", depth=10, width=1, normalization="skipinit", dropout_rate=0.0),
+            name="wide_resnet", depth=10, width=1, normalization="skipinit"),
             {"l2_scope": "all"}, (0.5, 64.0)),
         # Ghost 8 of B = 16: local groups on 2 replicas, groups spanning replicas on 4.
         "resnet50": (images((16, 16, 3), 10), dict(name="resnet50", stage_blocks=(1, 1, 1, 1),
                      base_width=4, ghost_batch_size=8), {}, (0.5, 64.0)),
         "lstm_lm": (language, dict(name="lstm_lm", embedding_size=6, units=7, num_layers=2,
-                    dropout_rate=0.0), {"train.clip_grad_norm": 0.5}, (1.0, 300.0)),
+                    dropout_rate=0.3), {"train.clip_grad_norm": 0.5}, (1.0, 300.0)),
         "autoencoder": (vectors(12), dict(name="autoencoder", widths=(6, 2)),
                         {"l2": 1e-5}, (0.5, 64.0)),
     }

@@ -250,6 +250,35 @@ class SkipInitScale(keras.layers.Layer):
         return input_shape
 
 
+class ReplicaDropout(keras.layers.Dropout):
+    """Dropout whose mask is drawn for the global batch; replica r keeps rows [r n, (r + 1) n).
+
+    Keras' Dropout draws a mask for the tensor it is given from the layer's seed, so under
+    tf.distribute every replica would draw the same mask for its own examples: a cell's
+    result would depend on the replica count, and examples on different replicas would
+    share masks. Here the mask of the whole batch is drawn (the same numbers on every
+    replica and on one device) and each replica keeps its rows.
+    """
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0:
+            return inputs
+        context = tf.distribute.get_replica_context()
+        replicas = 1 if context is None else int(context.num_replicas_in_sync)
+        shape = tf.shape(inputs)
+        local = shape[0]
+        seed = tf.cast(self.seed_generator.next(), tf.int32)
+        noise = tf.random.stateless_uniform(tf.concat([[local * replicas], shape[1:]], 0),
+                                            seed)
+        if replicas > 1:
+            first = tf.cast(context.replica_id_in_sync_group, tf.int32) * local
+            rank = len(inputs.shape)
+            noise = tf.slice(noise, tf.concat([[first], tf.zeros([rank - 1], tf.int32)], 0),
+                             shape)
+        keep = noise >= self.rate
+        return tf.where(keep, inputs / (1.0 - self.rate), tf.zeros_like(inputs))
+
+
 def check_layout(batch_size: int, replicas: int, ghost_batch_size: Optional[int]) -> None:
     """Refuses, before any compute, a global batch the replicas cannot share out evenly.
 
