@@ -80,3 +80,31 @@ def base_config() -> ml_collections.ConfigDict:
     config.analysis.split = "test"
     config.analysis.paper_reference = ""
     return config
+
+
+# ---------------------------------------------------------------- fidelity-card helpers
+# Facts every paper experiment shares (reference/fidelity.py explains cards and sources).
+
+
+def schedule_facts(warmup_source: str = "appendix B.1 (the schedule has no warmup phase)",
+                   warmup_quote: str = "") -> list:
+    from tf_sgd_regimes.reference import fidelity as fc
+
+    return [
+        fc.Fact("schedule", "constant for half the budget, then divided by gamma every 1/20",
+                fc.APPENDIX, quote="we hold the learning rate constant for $N_{epochs}/2$ , "
+                "before decaying the learning rate by a factor of $\\gamma$ every "
+                "$N_{epochs}/20$"),
+        fc.Fact("decay factor", 2.0, fc.APPENDIX,
+                quote="Unless specified otherwise, $\\gamma = 2$", field="schedule.decay_factor"),
+        fc.Fact("warmup", 0, fc.APPENDIX if warmup_quote else warmup_source,
+                quote=warmup_quote, field="schedule.warmup_steps"),
+        fc.Fact("momentum", 0.9, fc.MAIN_TEXT, field="sweep.momentum",
+                note="a <- m a + g, w <- w - lr a; effective lr = lr / (1 - m)"),
+    ]
+
+
+def not_applicable(*topics) -> list:
+    from tf_sgd_regimes.reference import fidelity as fc
+
+    return [fc.Fact(topic, None, fc.NOT_APPLICABLE) for topic in topics]

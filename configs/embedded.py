@@ -13,7 +13,7 @@ seconds to a minute, where dispatch, not FLOPs, bounds such small models (an est
 | digits_cnn_epoch_budget | small CNN, sklearn digits, 10 epochs | 2 x 6 x 10 x 3 = 360 | ~8 min |
 | digits_wrn_epoch_budget | WRN-10-1 + ghost BN (16), 10 epochs | 2 x 3 x 7 x 3 = 126 | ~14 min |
 | digits_autoencoder_epoch_budget | 64-32-8-32-64 autoencoder, 20 ep. | 2x6x12x3 = 432 | ~1 min |
-| synthetic_lstm_epoch_budget | 1-layer LSTM, Markov language, 6 ep. | 2x5x11x3 = 330 | ~6 min |
+| synthetic_lstm_epoch_budget | 1-layer LSTM, Markov language, 6 ep. | 2x5x14x3 = 420 | ~6 min |
 
 Each mirrors its paper family: the same loss, metric, schedule, momentum form, L2 scope
 and selection rule (best 2 of 3 seeds, the paper's 12 of 15 in spirit), on data that
@@ -94,17 +94,19 @@ def synthetic_lstm_epoch_budget():
                         dropout_rate=0.0)
     config.description = ("LSTM on a synthetic Markov language (optimal perplexity known), "
                           "6 epochs, SGD vs Momentum")
-    config.cost = "~6 min on 2 CPU cores"
+    config.cost = "~6 min on 2 CPU cores (21 min measured on a loaded machine)"
     config.budget.epochs = 6.0
     config.sweep.optimizers = ("sgd", "momentum")
     config.sweep.batch_sizes = (8, 16, 32, 64, 128)
-    # sqrt(2) grid, as PTB. A 2^2..2^7 sweep at B = 4..64 put the optima at 2^4.5..2^5 for
-    # SGD and 2^4.5..2^7 for Momentum: a 64-unit LSTM clipped at 5 wants far larger rates
-    # than PTB's.
-    config.sweep.effective_lrs = common.powers_of_two(3, 8, 0.5)
+    # sqrt(2) grid, as PTB. The training loss is summed over the 20 unrolled steps
+    # (Zaremba et al.'s scale, tasks.py). Measured optima on this scale (BENCHMARKS.md):
+    # SGD 2^1 at every B, Momentum 2^1 (B = 8) .. 2^3.5 (B = 128); 20x these are the
+    # 2^4.5..2^7 a per-token-mean loss needed.
+    config.sweep.effective_lrs = common.powers_of_two(-1.5, 5, 0.5)
     config.sweep.seeds = (0, 1, 2)
     config.train.clip_grad_norm = 5.0
-    config.train.divergence_loss = 20.0  # ln(32) = 3.5 at the start
+    # Per window of 20 tokens (the training objective): 20 per token; ln(32) = 3.5 at the start.
+    config.train.divergence_loss = 20.0 * 20
     config.train.eval_batch_size = 16
     config.analysis.best_k = 2
     config.analysis.num_seeds = 3

@@ -65,6 +65,12 @@ def read_records(workdir):
     return out
 
 
+def run_dir(workdir, cell_id):
+    """The TensorBoard run of a cell: tensorboard/<optimizer>_B<B>/<cell_id>."""
+    optimizer, batch = str(cell_id).split("_")[:2]
+    return os.path.join(str(workdir), "tensorboard", f"{optimizer}_{batch}", str(cell_id))
+
+
 def scalar_events(run_dir, tag):
     """[(step, value)] of `tag` over a run's event files in TensorBoard's (name) order.
 

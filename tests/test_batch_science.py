@@ -225,7 +225,10 @@ def test_export_includes_tensorboard_curves_and_budgets(tmp_path):
             "learning_rate": 0.5, "seed": 0, "epochs": epochs, "steps": 20},
             "metrics": {"test_accuracy": 0.75, "test_loss": 0.6, "train_loss": 0.5,
                         "train_accuracy": 0.8}})
-        writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard", cell))
+        # The sweep's layout for one budget, the older flat one for the other: both read.
+        run = (os.path.join(workdir, "tensorboard", "sgd_B00008", cell) if epochs == 5.0
+               else os.path.join(workdir, "tensorboard", cell))
+        writer = tf.summary.create_file_writer(run)
         with writer.as_default():
             for step, loss in ((10, 1.5), (20, 0.9)):
                 tf.summary.scalar("train/loss", loss, step=step)

@@ -100,8 +100,9 @@ def test_tiny_full_run_prints_table_and_paths(tmp_path):
     assert report and os.path.exists(report.group(1))
     tensorboard = re.search(r"tensorboard --logdir (\S+)", out)
     assert tensorboard and os.path.isdir(tensorboard.group(1))
-    assert len([d for d in os.listdir(tensorboard.group(1))
-                if os.path.isdir(os.path.join(tensorboard.group(1), d))]) == 24
+    runs = [d for d, _, files in os.walk(tensorboard.group(1))  # <optimizer>_B<B>/<cell>
+            if d != tensorboard.group(1) and any("tfevents" in f for f in files)]
+    assert len(runs) == 24
     assert len(os.listdir(workdir / "ledger")) == 24
 
     # A different config in the same work directory is refused, naming the field.

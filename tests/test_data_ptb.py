@@ -96,3 +96,34 @@ def test_tarball_source_checks_hash_and_extracts(tmp_path):
     dataset = data.get_dataset("ptb", data_dir=str(tmp_path), download=True,
                                download_source="tarball", file_hash=sha256)
     assert dataset.num_train == 18 and (tmp_path / "ptb.test.txt").is_file()
+
+
+@pytest.mark.parametrize("batch_size,unroll", [(1, 35), (4, 5), (7, 3), (64, 35)])
+def test_evaluation_windows_score_every_target_once(tmp_path, batch_size, unroll):
+    # A split in the PTB text format whose length is not a multiple of anything: training
+    # windows (stream_batch) would drop its tail; evaluation must not.
+    from tf_sgd_regimes.data import streams
+
+    words = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran"]
+    rng = np.random.default_rng(0)
+    lines = [" ".join(rng.choice(words, size=rng.integers(1, 9))) for _ in range(23)]
+    for name in ptb.FILES.values():
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    dataset = data.get_dataset("ptb", data_dir=str(tmp_path), unroll=unroll)
+    tokens = dataset.test_x
+    assert len(tokens) == sum(len(line.split()) + 1 for line in lines)
+    batches = list(streams.eval_windows(tokens, batch_size, unroll))
+    x = np.concatenate([b[0] for b in batches], axis=1)
+    y = np.concatenate([b[1] for b in batches], axis=1)
+    weights = np.concatenate([b[2] for b in batches], axis=1)
+    assert [b[3] for b in batches] == [False] + [True] * (len(batches) - 1)
+    assert all(b[0].shape == (batch_size, unroll) for b in batches)
+    real = weights.astype(bool)
+    # Row-major, the weighted targets are tokens[1:] in order, each once, with their inputs.
+    np.testing.assert_array_equal(y[real], tokens[1:])
+    np.testing.assert_array_equal(x[real], tokens[:-1])
+    assert weights.sum() == len(tokens) - 1
+    # Padding only ever follows a row's real targets (the carried state is never fed it
+    # before a real token).
+    for row in real:
+        assert not np.any(row[1:] & ~row[:-1])

@@ -71,6 +71,28 @@ def test_mnist_autoencoder(mocked, tmp_path):
     assert 0.0 <= dataset.train_x.min() and dataset.train_x.max() <= 1.0
 
 
+def test_mnist_holdout_keeps_test_evaluation(mocked, tmp_path):
+    # The paper's MNIST arithmetic: a held-out share leaves training (50,000 of 60,000)
+    # while the test split stays the evaluation split; or the held-out part is evaluated.
+    raw_train = _raw_images("mnist", "train").reshape(NUM, -1)
+    raw_test = _raw_images("mnist", "test").reshape(NUM, -1)
+    held = data.get_dataset("mnist_autoencoder", data_dir=str(tmp_path),
+                            validation_fraction=1 / 6, split="test")
+    assert held.split == "test" and held.train_x.shape == (NUM - 2, 784)
+    np.testing.assert_allclose(held.test_x, raw_test, atol=1e-6)
+    validation = data.get_dataset("mnist_autoencoder", data_dir=str(tmp_path),
+                                  validation_fraction=1 / 6, split="validation")
+    assert validation.split == "validation" and len(validation.test_x) == 2
+    both = np.concatenate([validation.train_x, validation.test_x])
+    # Kept and held-out images partition the training set (each image found once).
+    distance = np.abs(both[:, None, :] - raw_train[None, :, :]).max(axis=-1)
+    assert sorted(distance.argmin(axis=1)) == list(range(NUM))
+    assert distance.min(axis=1).max() < 1e-6
+    np.testing.assert_array_equal(validation.train_x, held.train_x)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        data.get_dataset("mnist_autoencoder", data_dir=str(tmp_path), split="validation")
+
+
 def test_imagenet_streams(mocked, tmp_path):
     dataset = data.get_dataset("imagenet", data_dir=str(tmp_path))
     assert isinstance(dataset, data.StreamedDataset)

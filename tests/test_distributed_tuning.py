@@ -82,9 +82,10 @@ def test_chief_and_two_workers_finish_the_grid_each_cell_once_despite_a_killed_w
         assert record["attempt"] == 2 and record["resumed_from_step"] > 0
         assert record["pack_id"].startswith("tuner0-")
     # ...and no other cell was ever started twice (no worker got another's cell).
-    states = resume.CellStates(workdir)
-    assert {c: states.get(c)["attempt"] for c in records} == {
+    assert {c: r["attempt"] for c, r in records.items()} == {
         c: 2 if c in killed_pack else 1 for c in records}
+    # Per-pack resume state is gone once every cell of the pack has its record.
+    assert not os.listdir(resume.cells_dir(workdir))
     assert {r["pack_id"].split("-")[0] for r in records.values()} == {"tuner0", "tuner1"}
 
 

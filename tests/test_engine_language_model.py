@@ -73,7 +73,8 @@ def _reference(dataset, member, total_steps, clip, carry=True, fields=None):
     def loss_and_grads(x, y, state):
         with tf.GradientTape() as tape:
             logits, state = model.call_with_state(x, state, training=True)
-            loss = tf.reduce_mean(_cross_entropy(logits, y))
+            # Zaremba et al. (2014): summed over the unrolled steps, averaged over the batch.
+            loss = tf.reduce_mean(tf.reduce_sum(_cross_entropy(logits, y), axis=-1))
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, weights)]
         return loss, grads, state
 
@@ -95,14 +96,22 @@ def _reference(dataset, member, total_steps, clip, carry=True, fields=None):
             w.assign(w.numpy() - rate * a)
 
     def perplexity(tokens):
-        row = len(tokens) // EVAL_BATCH
-        state = model.initial_state(EVAL_BATCH)
+        # Every target tokens[1:], cut into EVAL_BATCH contiguous rows of ceil((N-1)/B)
+        # targets; each row is read as one stream (batch 1, no padding) from zero state.
+        tokens = np.asarray(tokens, np.int32)
+        positions = np.arange(1, len(tokens))
+        per_row = -(-len(positions) // EVAL_BATCH)
         total, count = 0.0, 0
-        for step in range((row - 1) // UNROLL):
-            x, y, _ = _windows(tokens, EVAL_BATCH, step)
-            logits, state = model.call_with_state(tf.constant(x), state, training=False)
-            total += float(tf.reduce_sum(_cross_entropy(logits, tf.constant(y))))
-            count += y.size
+        for r in range(EVAL_BATCH):
+            targets = positions[r * per_row:(r + 1) * per_row]
+            state = model.initial_state(1)
+            for start in range(0, len(targets), UNROLL):
+                window = targets[start:start + UNROLL]
+                x, y = tokens[window - 1][None], tokens[window][None]
+                logits, state = model.call_with_state(tf.constant(x), state, training=False)
+                total += float(tf.reduce_sum(_cross_entropy(logits, tf.constant(y))))
+                count += y.size
+        assert count == len(tokens) - 1
         return math.exp(total / count)
 
     return perplexity(dataset.test_x), perplexity(dataset.train_x), np.array(losses), norms

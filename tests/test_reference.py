@@ -8,7 +8,11 @@ import pytest
 
 from tf_sgd_regimes import reference
 
-APPENDIX = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "paper", "appendix.md")
+# Beside the repository (../shared) or, from a git worktree, one level further up.
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APPENDIX = next((path for path in (
+    os.path.join(_REPO, *up, "shared", "paper", "appendix.md") for up in ([".."], ["..", ".."]))
+    if os.path.exists(path)), os.path.join(_REPO, "..", "shared", "paper", "appendix.md"))
 
 # A few rows quoted verbatim from the appendix, so the check runs even without the file.
 QUOTED = {

@@ -118,6 +118,48 @@ def test_paper_reference_rows_and_largest_difference(tmp_path):
     assert "paper LR" in open(result["tables"]["momentum"]["md"]).read()
 
 
+def test_paper_train_column_is_compared_with_the_data_loss(tmp_path):
+    # Records as the engine writes them with L2: train_loss = data loss + penalty and the
+    # data loss alone in train_data_loss. The paper prints the data loss (table 3).
+    paper = reference.rows_frame("table3")
+    penalty, data_offset = 0.4, 0.01
+    records = []
+    for batch in (16, 32):
+        row = paper[paper["batch_size"] == batch].iloc[0]
+        for seed in range(3):
+            data_loss = row["train_mean"] + data_offset
+            record = make_record("momentum", batch, row["effective_lr"], seed,
+                                 row["test_mean"] / 100, data_loss + penalty)
+            record["metrics"]["train_data_loss"] = data_loss
+            records.append(record)
+    result = report.generate(str(tmp_path), config(paper_reference="table3"), records=records)
+    frame = pd.read_csv(result["tables"]["momentum"]["csv"])
+    np.testing.assert_allclose(frame["train_difference"], [data_offset] * 2, atol=1e-9)
+    np.testing.assert_allclose(frame["train_loss_mean"] - frame["train_data_loss_mean"],
+                               [penalty] * 2, atol=1e-9)
+    markdown = open(result["tables"]["momentum"]["md"]).read()
+    header = [line for line in markdown.splitlines() if line.startswith("| batch size")][0]
+    assert "final train loss (data)" in header and "final train objective (incl. L2)" in header
+    row16 = [line for line in markdown.splitlines() if line.startswith("| 16 |")][0]
+    assert f"{0.349 + data_offset:.3f}" in row16 and f"{0.349 + data_offset + penalty:.3f}" in row16
+
+
+def test_without_l2_the_data_loss_is_the_objective():
+    optimal = pd.DataFrame({"optimizer": ["sgd"], "batch_size": [8], "epochs": [1.0],
+                            "train_loss_mean": [0.3], "train_loss_std": [0.01],
+                            "optimal_lr": [0.1], "lr_low": [0.1], "lr_high": [0.1],
+                            "edge": [None]})
+    settings = analysis.settings_from(config()["analysis"])
+    table = tables.optimizer_table(optimal, settings, "sgd")
+    assert table["train_data_loss_mean"].tolist() == [0.3]
+    assert tables.paper_train_metric(settings) == "train_data_loss"
+    perplexity = analysis.settings_from(config(train_metric="train_perplexity")["analysis"])
+    assert tables.paper_train_metric(perplexity) == "train_perplexity"
+    assert "train_data_loss_mean" not in tables.optimizer_table(
+        optimal.assign(train_perplexity_mean=[9.0], train_perplexity_std=[0.1]),
+        perplexity, "sgd")
+
+
 def test_optimal_lr_figure_axes_and_series(generated, sweep_records):
     settings = analysis.settings_from(config()["analysis"])
     optimal = analysis.optima(analysis.cell_stats(sweep_records, settings), settings)
@@ -201,3 +243,19 @@ def test_cli_reads_config_json_and_ledger(tmp_path, sweep_records):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "## SGD (synthetic)" in done.stdout
     assert os.path.exists(os.path.join(workdir, "report", "table_sgd.csv"))
+
+
+def test_report_prints_the_fidelity_card_of_a_paper_experiment(tmp_path):
+    from tf_sgd_regimes import experiments
+
+    written = json.loads(experiments.get_config("wrn16_4_cifar10_skipinit_step_budget")
+                         .to_json())
+    written["sweep"]["seeds"] = [0, 1, 2]  # a shrunk run: the report must say so
+    written["analysis"].update(best_k=2, num_seeds=3, num_bootstrap=20)
+    records = [make_record("momentum", batch, 2.0 ** -3, seed, 0.9 + 0.001 * seed, 0.3)
+               for batch in (16, 32) for seed in range(3)]
+    text = report.generate(str(tmp_path), written, records=records)["text"]
+    assert "Fidelity card of wrn16_4_cifar10_skipinit_step_budget" in text
+    assert "dropout: 0.2" in text  # one of the card's choices
+    assert "DEPARTS FROM THE CARD" in text and "derived.num_seeds = 3" in text
+    assert text.index("Fidelity card") < text.index("## Momentum")

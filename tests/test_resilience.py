@@ -52,12 +52,11 @@ def _assert_same_results(records, reference_records, exact=True):
 def _assert_tensorboard_clean(workdir, reference_dir, cell_ids):
     """No step twice, none backwards; every value equals the uninterrupted run's."""
     for cell_id in cell_ids:
-        run = os.path.join(workdir, "tensorboard", cell_id)
+        run = fx.run_dir(workdir, cell_id)
         seen = fx.scalar_events(run, "train/loss")
         steps = [step for step, _ in seen]
         assert steps == sorted(set(steps)), f"{cell_id}: duplicated or backwards steps {steps}"
-        expected = dict(fx.scalar_events(os.path.join(reference_dir, "tensorboard", cell_id),
-                                         "train/loss"))
+        expected = dict(fx.scalar_events(fx.run_dir(reference_dir, cell_id), "train/loss"))
         for step, value in seen:
             assert value == pytest.approx(expected[step], rel=1e-6), (cell_id, step)
         assert len(fx.scalar_events(run, "final/diverged")) == 1, cell_id
@@ -246,15 +245,17 @@ def test_corrupt_keras_tuner_files_are_reported_and_rebuilt_from_the_ledger(refe
     sweep.run()
     tuner_dir = os.path.join(workdir, "keras_tuner", "oracle")
     oracle_json = os.path.join(tuner_dir, "oracle.json")
-    trial_json = os.path.join(tuner_dir, sorted(os.listdir(tuner_dir))[3], "trial.json")
-    for path in (oracle_json, trial_json):
-        with open(path, "r+") as f:
-            f.truncate(os.path.getsize(path) // 2)
+    # The whole state is one file (no trial_*/ directory per trial).
+    assert os.listdir(tuner_dir) == ["oracle.json"]
+    with open(oracle_json) as f:
+        assert len(json.load(f)["trials"]) == 12
+    with open(oracle_json, "r+") as f:
+        f.truncate(os.path.getsize(oracle_json) // 2)
     before = {p: os.stat(p).st_mtime_ns for p in fx.ledger_files(workdir)}
     sweep, stream = _sweep(workdir)
     sweep.run()
     text = stream.getvalue()
-    assert oracle_json in text and trial_json in text and "rebuilding" in text
+    assert oracle_json in text and "rebuilding" in text
     assert {p: os.stat(p).st_mtime_ns for p in fx.ledger_files(workdir)} == before
     assert grid.check_tuner_state(os.path.join(workdir, "keras_tuner")) == []
     with open(oracle_json) as f:
@@ -295,11 +296,11 @@ def test_disk_full_stops_cleanly_and_a_restart_completes(reference, tmp_path, mo
     real_append, real_write = ledger.append, ledger.write_atomic
     calls = {"append": 0}
 
-    def full_after_four_records(directory, record):
+    def full_after_four_records(directory, record, **kwargs):
         calls["append"] += 1
         if calls["append"] > 4:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_append(directory, record)
+        return real_append(directory, record, **kwargs)
 
     monkeypatch.setattr(ledger, "append", full_after_four_records)
     code, stderr = _cli_in_process(workdir)
@@ -380,8 +381,7 @@ def test_a_cell_that_diverges_after_a_good_epoch_is_still_diverged(tmp_path):
         assert record["status"] == "diverged", record["cell_id"]
         assert record["diverged_step"] > steps_per_epoch  # after a good epoch
         assert all(v is None for v in record["metrics"].values())
-        losses = fx.scalar_events(os.path.join(tmp_path, "tensorboard", record["cell_id"]),
-                                  "train/loss")
+        losses = fx.scalar_events(fx.run_dir(tmp_path, record["cell_id"]), "train/loss")
         before = [value for step, value in losses if step < record["diverged_step"]]
         assert min(before) < 0.5 * before[0]  # it had trained well first
 

@@ -1,5 +1,6 @@
 """Tests for the paper's learning-rate schedule against an independent numpy reference."""
 
+import json
 from fractions import Fraction
 
 import keras
@@ -199,3 +200,44 @@ def test_compiles_with_xla():
 
     got = factors(tf.range(157, dtype=tf.float32)).numpy()
     np.testing.assert_allclose(got, reference_schedule(1.0, 157, 3.0, 10), rtol=1e-6)
+
+
+@pytest.mark.parametrize("total,gamma,warmup", [(1, 2.0, 0), (7, 2.0, 0), (100, 2.0, 0),
+                                                (1000, 3.0, 25), (156_250, 2.0, 0),
+                                                (2_000_003, 10.0, 1000), (999, 1.0, 998)])
+def test_numpy_and_tf_forms_agree(total, gamma, warmup):
+    # The numpy form (NQM, progress lines) and the TF form (training step) are one definition
+    # run on two array libraries: they must agree at every step, boundaries included.
+    steps = np.unique(np.concatenate([
+        np.arange(min(total, 300)), np.linspace(0, total + 5, 400).astype(np.int64),
+        # every decay boundary and its neighbours
+        (np.arange(10, 21)[:, None] * total // 20 + np.arange(-1, 2)[None]).ravel()]))
+    steps = steps[steps >= 0]
+    tf_form = schedules.schedule_factor(tf.constant(steps, tf.int64), total, gamma,
+                                        warmup).numpy()
+    np_form = schedules.schedule_factor_np(steps, total, gamma, warmup)
+    np.testing.assert_allclose(tf_form, np_form, rtol=1e-6)
+    # Independent closed form (appendix B.1): floor(20 s / T) - 9 decays, clipped to 0..10.
+    decays = np.clip((20 * steps) // total - 9, 0, 10)
+    ramp = np.minimum(1.0, (steps + 1.0) / warmup) if warmup else 1.0
+    np.testing.assert_allclose(np_form, ramp * float(gamma) ** -decays, rtol=1e-12)
+
+
+def test_schedule_from_config_drives_every_consumer():
+    from tf_sgd_regimes.configs import common
+    from tf_sgd_regimes.theory import nqm
+
+    config = common.base_config()
+    config.schedule.decay_factor = 3.0
+    rule = schedules.Schedule.from_config(config)
+    assert rule == schedules.Schedule(decay_factor=3.0, warmup_steps=0)
+    assert schedules.Schedule.from_config(json.loads(config.to_json())) == rule
+    steps = np.arange(140)
+    np.testing.assert_allclose(rule.factor(tf.constant(steps), 140).numpy(),
+                               rule.factor_np(steps, 140), rtol=1e-6)
+    # The NQM's schedule is the same definition.
+    np.testing.assert_array_equal(nqm.schedule_factors(140, 3.0, "paper"),
+                                  rule.factor_np(steps, 140))
+    np.testing.assert_array_equal(nqm.schedule_factors(140, 3.0, "constant"), np.ones(140))
+    with pytest.raises(ValueError, match="decay_factor"):
+        schedules.Schedule(decay_factor=0.5)

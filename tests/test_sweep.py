@@ -178,10 +178,16 @@ def hparams_of_run(run_dir):
 def test_tensorboard_run_per_cell_with_hparams(finished):
     workdir, records, _, _ = finished
     root = summaries.tensorboard_dir(str(workdir))
-    runs = {d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))}
-    assert runs == {r["cell_id"] for r in records}
+    # Runs grouped by (optimizer, batch size): <optimizer>_B<B>/<cell_id>, one per cell.
+    runs = {os.path.relpath(d, root) for d, _, files in os.walk(root)
+            if d != root and any("tfevents" in f for f in files)}
+    assert runs == {f"{r['hparams']['optimizer']}_B{r['hparams']['batch_size']:05d}/"
+                    f"{r['cell_id']}" for r in records}
+    for r in records:  # a pack that ends in one go leaves one event file per run
+        assert [f for f in os.listdir(summaries.run_dir(str(workdir), r)) if "tfevents" in f
+                ] == [summaries.FINAL_EVENTS_FILE]
     for r in records[::5]:
-        found, tags = hparams_of_run(os.path.join(root, r["cell_id"]))
+        found, tags = hparams_of_run(summaries.run_dir(str(workdir), r))
         h = r["hparams"]
         assert found["optimizer"] == h["optimizer"]
         assert found["batch_size"] == h["batch_size"]

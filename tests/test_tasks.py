@@ -47,7 +47,8 @@ def test_language_model(rng):
     inputs = rng.integers(0, vocab, size=(batch, time)).astype(np.int32)
     token = np_cross_entropy(logits, targets)  # [B, T]
     loss = tasks.per_example_loss("language_model", logits, targets, inputs).numpy()
-    np.testing.assert_allclose(loss, token.mean(axis=1), rtol=1e-5)
+    # Zaremba et al.'s training loss: summed over the unrolled steps (per token in metrics).
+    np.testing.assert_allclose(loss, token.sum(axis=1), rtol=1e-5)
 
     weights = np.array([1, 1, 0], np.float32)
     sums = tasks.eval_sums("language_model", logits, targets, inputs, weights).numpy()
@@ -59,6 +60,44 @@ def test_language_model(rng):
     # A hopeless model: perplexity overflows to inf instead of raising.
     assert tasks.metrics_from_sums("language_model", [800.0, 0, 1], "test")[
         "test_perplexity"] == float("inf")
+
+
+def test_language_model_gradient_has_zaremba_scale(rng):
+    # A tiny linear language model, logits = onehot(x) E W. The engine's objective (mean over
+    # the batch of tasks.per_example_loss) must have the gradient of sum_t CE_t averaged over
+    # the batch: written out in numpy as sum_{b,t} h_bt (softmax_bt - onehot_bt)^T / B.
+    batch, time, vocab, width = 4, 7, 9, 5
+    embedding = rng.normal(size=(vocab, width))
+    kernel = rng.normal(size=(width, vocab)) * 0.5
+    inputs = rng.integers(0, vocab, size=(batch, time)).astype(np.int32)
+    targets = rng.integers(0, vocab, size=(batch, time)).astype(np.int32)
+    hidden = embedding[inputs]  # [B, T, W]
+    logits = hidden @ kernel
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    residual = probs - np.eye(vocab)[targets]
+    expected = np.einsum("btw,btv->wv", hidden, residual) / batch
+
+    weight = tf.Variable(kernel.astype(np.float32))
+    with tf.GradientTape() as tape:
+        outputs = tf.einsum("btw,wv->btv", tf.constant(hidden, tf.float32), weight)
+        objective = tf.reduce_mean(
+            tasks.per_example_loss("language_model", outputs, targets, inputs))
+    grad = tape.gradient(objective, weight).numpy()
+    np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-6)
+    # The value is the batch mean of summed token losses: T times the per-token mean.
+    token = np_cross_entropy(logits, targets)
+    assert float(objective) == pytest.approx(token.sum(axis=1).mean(), rel=1e-5)
+    assert float(objective) == pytest.approx(time * token.mean(), rel=1e-5)
+
+
+def test_objective_units_convert_between_window_and_token_scales():
+    assert tasks.objective_units("language_model", (35,)) == 35
+    assert tasks.objective_units("classification", (32, 32, 3)) == 1
+    assert tasks.objective_units("autoencoder", (784,)) == 1
+    # Per token, an L2 penalty on the per-window objective counts 1/T.
+    assert tasks.per_token_objective("language_model", 4.0, 7.0, (35,)) == pytest.approx(4.2)
+    assert tasks.per_token_objective("classification", 0.5, 0.25, (8, 8, 1)) == 0.75
 
 
 @pytest.mark.parametrize("input_shape", [(6,), (2, 3, 1)])
@@ -105,3 +144,14 @@ def test_bad_inputs_are_refused():
         tasks.metrics_from_sums("classification", [0.0, 0.0, 0.0], "test")
     with pytest.raises(ValueError, match="regression"):
         tasks.per_example_loss("regression", tf.zeros([2, 2]), tf.zeros([2]), None)
+
+
+def test_language_model_eval_sums_take_per_token_weights(rng):
+    batch, time, vocab = 3, 4, 6
+    logits = rng.normal(size=(batch, time, vocab)).astype(np.float32)
+    targets = rng.integers(0, vocab, size=(batch, time)).astype(np.int32)
+    weights = np.ones([batch, time], np.float32)
+    weights[2, 1:] = 0.0  # the stream's tail: one real target in the last row
+    sums = tasks.eval_sums("language_model", logits, targets, targets, weights).numpy()
+    token = np_cross_entropy(logits, targets)
+    np.testing.assert_allclose(sums, [(token * weights).sum(), 0.0, 9.0], rtol=1e-5)

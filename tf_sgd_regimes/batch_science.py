@@ -119,7 +119,11 @@ def columns_to_metrics(row: dict, perplexity: bool = False) -> Dict[str, Optiona
 
 def _tensorboard_curves(workdir: str, cell_id: str) -> Dict[int, dict]:
     """step -> {column: value} from the cell's TensorBoard run (curve tags only)."""
-    run_dir = os.path.join(workdir, "tensorboard", cell_id)
+    # The sweep groups runs as tensorboard/<optimizer>_B<B>/<cell_id> (summaries.run_name);
+    # older work directories hold tensorboard/<cell_id>.
+    run_dir = os.path.join(workdir, "tensorboard", "_".join(cell_id.split("_")[:2]), cell_id)
+    if not os.path.isdir(run_dir):
+        run_dir = os.path.join(workdir, "tensorboard", cell_id)
     if not os.path.isdir(run_dir):
         return {}
     import tensorflow as tf  # only when there are logs to read

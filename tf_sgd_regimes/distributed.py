@@ -112,3 +112,7 @@ def serve(config, workdir: str, linger_s: float = 5.0, poll_s: float = 0.5,
                     return True
     finally:
         server.stop(grace=1.0)
+        try:
+            oracle.flush()  # its last state (saved only now and then while serving)
+        except OSError as e:
+            print(f"[chief] warning: keras-tuner state not saved ({e})", file=stream, flush=True)

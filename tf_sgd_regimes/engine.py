@@ -257,9 +257,7 @@ class _PackRunner:
             scale = tf.minimum(1.0, clip / tf.maximum(norms, 1e-12))
             grads = [g * _expand(scale, g) for g in grads]
         # The paper's form: a <- m a + g ; w <- w - lr a (optimizers.PaperMomentum).
-        factor = schedules.schedule_factor(self.step, self.total_steps,
-                                           float(config.schedule.decay_factor),
-                                           self.warmup_steps)
+        factor = schedules.Schedule.from_config(config).factor(self.step, self.total_steps)
         learning_rates = self.base_lrs * factor
         for w, a, g in zip(self.weights, self.accumulators, grads):
             new_a = _expand(self.momenta, a) * a + g
@@ -515,13 +513,8 @@ class StreamSampler:
     def eval_batches(self, split: str, engine):
         dataset = self.dataset
         tokens = dataset.train_x if split == "train" else dataset.test_x
-        batch = engine.eval_batch_size
-        windows = self._streams.windows_per_epoch(len(tokens), batch, dataset.unroll)
-        tokens_tensor = tf.constant(tokens, tf.int32)
-        weights = np.ones([batch], np.float32)
-        for t in range(windows):
-            x, y = self._streams.stream_batch(tokens_tensor, batch, dataset.unroll, t)
-            yield x.numpy(), y.numpy(), weights, t > 0
+        # Every target of the split, once (training windows drop the tail); per-token weights.
+        yield from self._streams.eval_windows(tokens, engine.eval_batch_size, dataset.unroll)
 
 
 def make_sampler(dataset, strategy, config):
@@ -646,9 +639,8 @@ class Engine:
             if on_chunk is not None:
                 mean_loss = runner.loss_sum.numpy() / n
                 mean_loss[diverged_at >= 0] = np.nan
-                lr_factor = float(schedules.schedule_factor(
-                    float(step - 1), float(total_steps), float(self.config.schedule.decay_factor),
-                    float(self.config.schedule.warmup_steps)))
+                lr_factor = float(schedules.Schedule.from_config(self.config).factor_np(
+                    step - 1, total_steps))
                 on_chunk(ChunkReport(step, total_steps, mean_loss,
                                      np.array([m.effective_lr * lr_factor for m in members]),
                                      diverged_at.copy()))
@@ -681,7 +673,8 @@ class Engine:
                         float(np.sum(np.square(w))) for w, r in
                         zip(runner.member_weights(k), runner.regularized) if r)
                     metrics["train_data_loss"] = metrics["train_loss"]
-                    metrics["train_loss"] = metrics["train_loss"] + penalty
+                    metrics["train_loss"] = tasks.per_token_objective(
+                        task, metrics["train_loss"], penalty, dataset.input_shape)
                 if not all(np.isfinite(v) for v in metrics.values()):
                     status, diverged_step = "diverged", steps_done
             else:

@@ -1,10 +1,12 @@
 """Cells of a sweep and the keras-tuner grid oracle that hands them out in pack order."""
 
 import dataclasses
+import functools
 import json
 import math
 import os
 import shutil
+import time
 from typing import Callable, List, Optional
 
 import keras_tuner as kt
@@ -26,9 +28,10 @@ class Cell:
     epochs: float  # the epoch budget (derived from steps under a constant step budget)
     steps: int
 
-    @property
+    @functools.cached_property
     def cell_id(self) -> str:
         # Readable and unique: also the TensorBoard run name and the ledger file name.
+        # Cached: asked for many times per cell by the handout, ledger and TensorBoard.
         return (f"{self.optimizer}_B{self.batch_size:05d}_lr{self.effective_lr:.6g}"
                 f"_E{self.epochs:.6g}_s{self.seed}")
 
@@ -113,14 +116,53 @@ def all_cells(config, steps_per_epoch) -> List[Cell]:
     return cells
 
 
+class _FixedSpace(kt.HyperParameters):
+    """HyperParameters whose copies share the (never modified) grid of values.
+
+    keras-tuner copies the search space for every trial and several times per handed-out
+    cell, each copy a round trip through Keras deserialization (~0.3 ms). The grid does
+    not change during a sweep, so a copy shares the HyperParameter objects and copies
+    only the chosen values.
+    """
+
+    def copy(self):
+        hps = _FixedSpace()
+        for hp in self._space:
+            hps._hps[hp.name].append(hp)
+            hps._space.append(hp)
+        hps.values = dict(self.values)
+        return hps
+
+
 class PackedGridOracle(kt.oracles.GridSearchOracle):
-    """GridSearchOracle that hands out consecutive cells before earlier ones finish.
+    """GridSearchOracle that hands out consecutive cells before earlier ones finish, in
+    constant time per cell.
 
     keras-tuner's grid oracle computes the next combination from a trial only when that
     trial ends (so at most two run at once); a pack needs tens of cells in flight. Each
     new trial is queued as a source of its successor straight away; the oracle's own
     check that skips already-tried combinations keeps every cell handed out once.
+
+    keras-tuner saves its whole state (oracle.json, which lists every trial) and one
+    trial.json directory per trial each time a trial starts or ends, and rescans every
+    ended trial for consecutive failures: the cost per cell grew with the cells done
+    (quadratic over a sweep). Here the state is one file, `oracle.json`, replaced
+    atomically at most every `save_every_s` seconds and never more often than keeps
+    saving under `SAVE_COST_FRACTION` of the run (its size grows with the trials), plus
+    on flush() (end of a sweep or of serving). A kill -9 leaves the last whole file;
+    the ledger is the source of truth, and every start rebuilds the oracle from it.
     """
+
+    SAVE_COST_FRACTION = 0.05
+
+    def __init__(self, *args, save_every_s: float = 30.0, clock=time.monotonic, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.save_every_s = float(save_every_s)
+        self._clock = clock
+        self._last_save = clock()
+        self._save_cost = 0.0
+        self._consecutive_failures = 0
+        self.saves = 0
 
     def populate_space(self, trial_id):
         result = super().populate_space(trial_id)
@@ -129,16 +171,42 @@ class PackedGridOracle(kt.oracles.GridSearchOracle):
             self._populate_next.append(trial_id)
         return result
 
-    # keras-tuner writes oracle.json and trial.json in place: a kill mid-write leaves a
-    # truncated file. Ours replace them atomically. No fsync: the files are a view of
-    # the ledger (rebuilt from it on every start), so only a killed process matters.
+    def _check_consecutive_failures(self):
+        # keras-tuner rescans every ended trial; it is called after each end, so counting
+        # the run of failures at the end of end_order gives the same answer in O(1).
+        trial = self.trials[self.end_order[-1]]
+        if trial.status == trial_module.TrialStatus.FAILED:
+            self._consecutive_failures += 1
+        else:
+            self._consecutive_failures = 0
+        if self._consecutive_failures == self.max_consecutive_failed_trials:
+            raise RuntimeError("Number of consecutive failures exceeded the limit of "
+                               f"{self.max_consecutive_failed_trials}.\n" + (trial.message or ""))
+
     def save(self):
-        ledger.write_atomic(self._get_oracle_fname(), json.dumps(self.get_state()),
-                            fsync=False)
+        """Called by keras-tuner on every trial start and end: saves only when due."""
+        since = self._clock() - self._last_save
+        if since >= max(self.save_every_s, self._save_cost / self.SAVE_COST_FRACTION):
+            self.flush()
+
+    def flush(self):
+        """Writes the whole state now, atomically: keras-tuner's get_state() plus a
+        compact table of the trials (values, status, score) instead of trial_*/ dirs."""
+        start = self._clock()
+        state = self.get_state()
+        state["trials"] = {
+            trial_id: {"values": trial.hyperparameters.values, "status": trial.status,
+                       "score": trial.score}
+            for trial_id, trial in self.trials.items()}
+        # No fsync: the file is a view of the ledger (rebuilt from it on every start), so
+        # only a killed process matters, and a rename covers that.
+        ledger.write_atomic(self._get_oracle_fname(), json.dumps(state), fsync=False)
+        self._last_save = self._clock()
+        self._save_cost = self._last_save - start
+        self.saves += 1
 
     def _save_trial(self, trial):
-        path = os.path.join(self._get_trial_dir(trial.trial_id), "trial.json")
-        ledger.write_atomic(path, json.dumps(trial.get_state()), fsync=False)
+        pass  # trials are saved in oracle.json's "trials" table by flush()
 
 
 def check_tuner_state(directory: str) -> List[tuple]:
@@ -174,15 +242,20 @@ def reset_tuner_state(directory: str, report: Callable[[str], None] = print) -> 
     return bad
 
 
-def make_oracle(config, directory: str, project_name: str = "oracle") -> PackedGridOracle:
+def make_oracle(config, directory: str, project_name: str = "oracle",
+                save_every_s: float = 30.0, clock=time.monotonic) -> PackedGridOracle:
     mode = config.analysis.selection_mode
+    space = _FixedSpace()
+    space.merge(hyperparameters(config))
     oracle = PackedGridOracle(
         objective=kt.Objective("score", direction=mode),
-        hyperparameters=hyperparameters(config),
+        hyperparameters=space,
         max_trials=10**9,
         seed=0,
         # Divergence is data, recorded as a completed trial: never a reason to stop.
         max_consecutive_failed_trials=10**9,
+        save_every_s=save_every_s,
+        clock=clock,
     )
     oracle._display.verbose = 0  # our progress line replaces keras-tuner's trial tables
     oracle._set_project_dir(directory, project_name)

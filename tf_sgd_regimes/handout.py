@@ -9,6 +9,7 @@ batch size and budget form a pack; the pack a worker was training is persisted
 """
 
 import dataclasses
+import heapq
 import json
 import os
 from typing import Callable, Dict, List, Optional
@@ -48,6 +49,10 @@ class CellSource:
         self._worker_state = resume.WorkerState(workdir, tuner_id, report=report)
         self._pending = []  # (trial, cell) handed out, not yet in a pack
         self._slots: Dict[int, str] = {}  # oracle slot -> trial_id held by this worker
+        self._slot_of: Dict[str, int] = {}  # trial_id -> its slot
+        self._freed: List[int] = []  # heap of released slots (all below _high)
+        self._high = 0  # no slot at or above this was ever taken in this process
+        self._first_open = 0  # cells before this index (grid order) all have records
         self._resume_cells: List[str] = []
 
     def save(self, pack: Pack) -> None:
@@ -72,20 +77,32 @@ class CellSource:
             self.end_trial(trial, self._recorded_score(cell.cell_id))
             return None
         self._slots[slot] = trial.trial_id
+        self._slot_of[trial.trial_id] = slot
         return trial, cell
+
+    def _free_slot(self) -> int:
+        """The lowest slot this worker does not hold (O(1) amortized)."""
+        while self._freed and self._freed[0] in self._slots:
+            heapq.heappop(self._freed)
+        if self._freed:
+            return self._freed[0]
+        while self._high in self._slots:
+            self._high += 1
+        return self._high
 
     def _take_trial(self):
         """(trial, cell) of a cell without a record, or the oracle's status (IDLE/STOPPED)."""
         while True:
-            slot = min(set(range(len(self._slots) + 1)) - set(self._slots))
+            slot = self._free_slot()
             got = self._request(slot)
             if got is not None:
                 return got
 
     def end_trial(self, trial, score: float, status: str = "COMPLETED") -> None:
-        for slot, trial_id in list(self._slots.items()):
-            if trial_id == trial.trial_id:
-                del self._slots[slot]
+        slot = self._slot_of.pop(trial.trial_id, None)
+        if slot is not None and self._slots.get(slot) == trial.trial_id:
+            del self._slots[slot]
+            heapq.heappush(self._freed, slot)
         try:
             self.oracle.update_trial(trial.trial_id, {"score": float(score)})
             trial.status = status
@@ -171,4 +188,8 @@ class CellSource:
         return Pack(cells, {c.cell_id: t for t, c in chosen})
 
     def grid_done(self) -> bool:
-        return all(self.is_done(c.cell_id) for c in self.cells)
+        # Records are never removed, so the scan resumes where the last one stopped.
+        while self._first_open < len(self.cells) and self.is_done(
+                self.cells[self._first_open].cell_id):
+            self._first_open += 1
+        return self._first_open == len(self.cells)

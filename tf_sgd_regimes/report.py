@@ -104,6 +104,11 @@ def generate(workdir: str, config, records=None, out_dir: Optional[str] = None) 
                  f"({direction} is better); mean ± std of the best {settings.best_k} of "
                  f"{settings.num_seeds} runs at the optimal effective LR; range = LRs whose mean "
                  f"is within {settings.range_rule_std:g} std of the optimum")
+    # How faithful this run is to the paper: the card's choices and any departure from it.
+    from tf_sgd_regimes.reference import fidelity
+
+    result["fidelity"] = fidelity.report_lines(config)
+    lines += result["fidelity"]
 
     optimizers = sorted(optimal["optimizer"].unique(), key=lambda o: (_ORDER.get(o, 9), o))
     for optimizer in optimizers:

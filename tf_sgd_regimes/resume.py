@@ -2,11 +2,15 @@
 
 Three kinds of small JSON files, each replaced atomically (ledger.write_atomic):
 
-  <workdir>/cells/<cell_id>.json      {"attempt": n, "tensorboard_step": s}
-      attempt: how many times the cell has started training (its terminal record says
-      which attempt produced it). tensorboard_step: every scalar of the cell with a step
-      <= s may already be on disk; it is written BEFORE the scalars, so a resumed or
-      retrained cell skips those steps and TensorBoard never sees a step twice.
+  <workdir>/cells/<pack key>.json     {"cells": {cell_id: {"attempt": n, "tensorboard_step": s}}}
+      one file per pack in flight, rewritten a few times per pack (not per cell) and
+      deleted once every cell of the pack has its record, so the directory stays small
+      however large the sweep. attempt: how many times the cell has started training
+      (its terminal record says which attempt produced it). tensorboard_step: every
+      curve scalar of the cell with a step <= s may already be on disk; it is written
+      BEFORE the scalars, so a resumed or retrained cell skips those steps and
+      TensorBoard never sees a step twice. (Older work directories hold one
+      cells/<cell_id>.json per cell; they are read the same way.)
   <workdir>/workers/<tuner_id>.json   {"cells": [...], "slots": [...]}
       the pack a worker was training and the oracle slots it held, so that a restarted
       worker re-forms the very same pack (and its checkpoint matches) and reclaims its
@@ -82,42 +86,124 @@ def _read_json(path: str, report) -> Optional[dict]:
 
 
 class CellStates:
-    """Attempt counters and TensorBoard high-water marks of the cells of a workdir."""
+    """Attempt counters and TensorBoard high-water marks of the cells of the packs in flight.
+
+    Every file of cells/ is read once, when the sweep starts (only packs in flight have
+    one); after that the states live in memory and each pack rewrites its own file. A
+    pack's cells belong to one worker (the oracle hands each cell out once and a
+    restarted worker reclaims its own pack), so no other process writes them meanwhile.
+    """
 
     def __init__(self, workdir: str, report=print):
         self.directory = cells_dir(workdir)
         self.report = report
         self._cache: Dict[str, dict] = {}
-
-    def _path(self, cell_id: str) -> str:
-        return os.path.join(self.directory, f"{cell_id}.json")
+        self._key_of: Dict[str, str] = {}  # cell_id -> the pack file that holds it
+        self._members: Dict[str, List[str]] = {}  # pack key -> its cells
+        self._corrupt_keys = set()
+        names = sorted(os.listdir(self.directory)) if os.path.isdir(self.directory) else ()
+        for name in names:
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            key, path = name[:-len(".json")], os.path.join(self.directory, name)
+            value = _read_json(path, report)
+            if value is None:
+                if os.path.exists(path):  # corrupt: which steps are on disk is unknown
+                    self._corrupt_keys.add(key)
+                continue
+            if "cells" in value and isinstance(value["cells"], dict):
+                cells = value["cells"]
+            else:  # an older work directory: one file per cell
+                cells = {key: value}
+            self._members[key] = list(cells)
+            for cell_id, state in cells.items():
+                if int(state.get("attempt", 0)) >= int(self.get(cell_id)["attempt"]):
+                    self._cache[cell_id] = dict(self.get(cell_id), **state)
+                    self._key_of[cell_id] = key
 
     def get(self, cell_id: str) -> dict:
+        """{"attempt": n, "tensorboard_step": s} (zeros for a cell never started)."""
         if cell_id not in self._cache:
-            state = _read_json(self._path(cell_id), self.report)
-            if state is None and os.path.exists(self._path(cell_id)):
-                # Corrupt: we cannot know which scalars are on disk, so the cell's
-                # TensorBoard run is started afresh rather than risk duplicated steps.
-                self.report(f"[sweep] warning: restarting the TensorBoard run of {cell_id}")
-                state = {"attempt": 1, "tensorboard_reset": True}
-            self._cache[cell_id] = dict({"attempt": 0, "tensorboard_step": 0},
-                                        **(state or {}))
+            if cell_id in self._corrupt_keys:
+                self._mark_reset(cell_id)
+            else:
+                return {"attempt": 0, "tensorboard_step": 0}
         return self._cache[cell_id]
 
+    def _mark_reset(self, cell_id: str) -> None:
+        # We cannot know which scalars are on disk, so the cell's TensorBoard run is
+        # started afresh rather than risk duplicated steps.
+        self.report(f"[sweep] warning: restarting the TensorBoard run of {cell_id}")
+        self._cache[cell_id] = {"attempt": max(1, int(self._cache.get(cell_id, {}).get(
+            "attempt", 0))), "tensorboard_step": 0, "tensorboard_reset": True}
+
+    def start(self, cell_ids: Iterable[str], key: Optional[str] = None) -> Dict[str, int]:
+        """Counts a new attempt of each cell, saved in the pack file `key` (one write).
+
+        Returns:
+          cell_id -> attempt number (1-based).
+        """
+        cell_ids = list(cell_ids)
+        key = key or cell_ids[0]
+        if key in self._corrupt_keys:
+            for cell_id in cell_ids:
+                if cell_id not in self._cache or "tensorboard_reset" not in self._cache[cell_id]:
+                    self._mark_reset(cell_id)
+            self._corrupt_keys.discard(key)
+        attempts = {}
+        for cell_id in cell_ids:
+            state = dict(self.get(cell_id))
+            state["attempt"] = attempts[cell_id] = int(state["attempt"]) + 1
+            self._cache[cell_id] = state
+        self._members[key] = list(dict.fromkeys(self._members.get(key, []) + cell_ids))
+        for cell_id in cell_ids:
+            self._key_of[cell_id] = key
+        self._write(key)
+        return attempts
+
+    def update(self, fields_by_cell: Dict[str, dict]) -> None:
+        """Merges fields into several cells' states; one write per pack file touched."""
+        keys = set()
+        for cell_id, fields in fields_by_cell.items():
+            state = dict(self.get(cell_id), **fields)
+            state.pop("tensorboard_reset", None)
+            self._cache[cell_id] = state
+            if cell_id not in self._key_of:  # never started here: a file of its own
+                self._key_of[cell_id] = cell_id
+                self._members.setdefault(cell_id, [cell_id])
+            keys.add(self._key_of[cell_id])
+        for key in sorted(keys):
+            self._write(key)
+
     def put(self, cell_id: str, **fields) -> None:
-        state = dict(self.get(cell_id), **fields)
-        state.pop("tensorboard_reset", None)
-        ledger.write_atomic(self._path(cell_id), json.dumps(state, sort_keys=True))
-        self._cache[cell_id] = state
+        self.update({cell_id: fields})
 
-    def start(self, cell_ids: Iterable[str]) -> Dict[str, int]:
-        """Counts a new attempt of each cell; returns cell_id -> attempt number (1-based)."""
-        return {cell_id: self._bump(cell_id) for cell_id in cell_ids}
+    def _write(self, key: str) -> None:
+        cells = {}
+        for cell_id in self._members[key]:
+            state = dict(self.get(cell_id))
+            state.pop("tensorboard_reset", None)
+            cells[cell_id] = state
+        ledger.write_atomic(os.path.join(self.directory, f"{key}.json"),
+                            json.dumps({"cells": cells}, sort_keys=True))
 
-    def _bump(self, cell_id: str) -> int:
-        attempt = int(self.get(cell_id)["attempt"]) + 1
-        self.put(cell_id, attempt=attempt)
-        return attempt
+    def finish(self, key: str) -> None:
+        """Forgets a pack whose every cell has its record (the attempt is in the record)."""
+        for cell_id in self._members.pop(key, []):
+            if self._key_of.get(cell_id) == key:
+                del self._key_of[cell_id]
+                self._cache.pop(cell_id, None)
+        try:
+            os.unlink(os.path.join(self.directory, f"{key}.json"))
+        except FileNotFoundError:
+            pass
+
+    def prune(self, is_done) -> None:
+        """Deletes the files of packs whose every cell has a record (a kill between a
+        pack's last record and finish() leaves one)."""
+        for key, members in list(self._members.items()):
+            if members and all(is_done(cell_id) for cell_id in members):
+                self.finish(key)
 
     def needs_tensorboard_reset(self, cell_id: str) -> bool:
         return bool(self.get(cell_id).get("tensorboard_reset"))

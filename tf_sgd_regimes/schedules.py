@@ -1,4 +1,14 @@
-"""The paper's step-based learning-rate schedule (appendix B.1), with optional warmup."""
+"""The paper's step-based learning-rate schedule (appendix B.1), with optional warmup.
+
+One definition serves every consumer: `_factor` is written once against a tiny array
+namespace, and `schedule_factor` (TensorFlow: the training step, PaperSchedule) and
+`schedule_factor_np` (numpy: the noisy quadratic model, progress lines, figures) are that
+same code on tf and on numpy. `Schedule.from_config(config)` reads config.schedule once,
+so no caller reads the raw fields around it.
+"""
+
+import dataclasses
+import types
 
 import keras
 import numpy as np
@@ -43,6 +53,37 @@ def _check_python_args(total_steps, decay_factor, warmup_steps) -> None:
         raise ValueError(f"warmup_steps must be >= 0; got warmup_steps={warmup_steps!r}")
 
 
+# The two array namespaces the definition below runs on.
+_TF = types.SimpleNamespace(
+    whole=lambda v: _as_whole_steps(v), floordiv=tf.math.floordiv,
+    clip=tf.clip_by_value, to_float=lambda v: tf.cast(v, tf.float32),
+    power=lambda base, exponent: tf.pow(tf.cast(base, tf.float32), exponent),
+    minimum=tf.minimum, maximum=tf.maximum,
+    where=lambda c, a, b: tf.where(c, a, tf.ones_like(a) * b))
+_NP = types.SimpleNamespace(
+    whole=lambda v: np.floor(np.asarray(v, np.float64)).astype(np.int64)
+    if not np.issubdtype(np.asarray(v).dtype, np.integer) else np.asarray(v, np.int64),
+    floordiv=np.floor_divide, clip=np.clip, to_float=lambda v: np.asarray(v, np.float64),
+    power=lambda base, exponent: np.power(np.float64(base), exponent),
+    minimum=np.minimum, maximum=np.maximum, where=np.where)
+
+
+def _num_decays(xp, step, total_steps):
+    decays = xp.floordiv(_INTERVALS * xp.whole(step), xp.whole(total_steps)) - (_FIRST_DECAY - 1)
+    return xp.clip(decays, 0, _NUM_DECAYS)
+
+
+def _factor(xp, step, total_steps, decay_factor, warmup_steps):
+    """warmup(s) / gamma ** decays(s): THE schedule (see schedule_factor for its contract)."""
+    decay = xp.power(decay_factor, -xp.to_float(_num_decays(xp, step, total_steps)))
+    step = xp.to_float(xp.whole(step))
+    warmup_steps = xp.to_float(xp.whole(warmup_steps))
+    # max(.., 1) only guards the division; with warmup off `where` picks 1 anyway.
+    ramp = xp.minimum(1.0, (step + 1.0) / xp.maximum(warmup_steps, 1.0))
+    warmup = xp.where(warmup_steps > 0, ramp, 1.0)
+    return warmup * decay
+
+
 def num_decays(step, total_steps) -> tf.Tensor:
     """How many times the rate has been divided by gamma at `step` (int64, 0..10).
 
@@ -55,10 +96,7 @@ def num_decays(step, total_steps) -> tf.Tensor:
     the budget keep the last value, T/2^10 for gamma = 2; for T >= 20 the last step of
     the budget (s = T - 1) is already at 10 decays, for smaller T it may have fewer.
     """
-    step = _as_whole_steps(step)
-    total_steps = _as_whole_steps(total_steps)
-    decays = tf.math.floordiv(_INTERVALS * step, total_steps) - (_FIRST_DECAY - 1)
-    return tf.clip_by_value(decays, 0, _NUM_DECAYS)
+    return _num_decays(_TF, step, total_steps)
 
 
 def schedule_factor(step, total_steps, decay_factor=2.0, warmup_steps=0) -> tf.Tensor:
@@ -83,16 +121,48 @@ def schedule_factor(step, total_steps, decay_factor=2.0, warmup_steps=0) -> tf.T
       A float32 tensor broadcast from the shapes of the arguments.
     """
     _check_python_args(total_steps, decay_factor, warmup_steps)
-    decays = tf.cast(num_decays(step, total_steps), tf.float32)
-    gamma = tf.cast(decay_factor, tf.float32)
-    decay = tf.pow(gamma, -decays)
+    return _factor(_TF, step, total_steps, decay_factor, warmup_steps)
 
-    step = tf.cast(_as_whole_steps(step), tf.float32)
-    warmup_steps = tf.cast(_as_whole_steps(warmup_steps), tf.float32)
-    # max(.., 1) only guards the division; with warmup off tf.where picks 1 anyway.
-    ramp = tf.minimum(1.0, (step + 1.0) / tf.maximum(warmup_steps, 1.0))
-    warmup = tf.where(warmup_steps > 0, ramp, tf.ones_like(ramp))
-    return warmup * decay
+
+def schedule_factor_np(step, total_steps, decay_factor=2.0, warmup_steps=0) -> np.ndarray:
+    """schedule_factor in numpy (float64), from the same definition: for code that must
+    not build TF ops (the noisy quadratic model, host-side progress lines)."""
+    _check_python_args(total_steps, decay_factor, warmup_steps)
+    return _factor(_NP, step, total_steps, decay_factor, warmup_steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """The schedule of an experiment: gamma, warmup, and whether it decays at all.
+
+    constant=True is the noisy quadratic model's "constant" option (no decay, no warmup).
+    """
+
+    decay_factor: float = 2.0
+    warmup_steps: int = 0
+    constant: bool = False
+
+    def __post_init__(self):
+        _check_python_args(1, self.decay_factor, self.warmup_steps)
+
+    @classmethod
+    def from_config(cls, config) -> "Schedule":
+        """From config.schedule (a ConfigDict, or the plain dict of config.json)."""
+        fields = config["schedule"]
+        return cls(decay_factor=float(fields["decay_factor"]),
+                   warmup_steps=int(fields["warmup_steps"]))
+
+    def factor(self, step, total_steps) -> tf.Tensor:
+        """The multiplier at `step` as a float32 TF tensor (the training step)."""
+        if self.constant:
+            return tf.ones_like(tf.cast(step, tf.float32))
+        return schedule_factor(step, total_steps, self.decay_factor, self.warmup_steps)
+
+    def factor_np(self, step, total_steps) -> np.ndarray:
+        """The multiplier at `step` in numpy float64 (same definition as `factor`)."""
+        if self.constant:
+            return np.ones(np.shape(step))
+        return schedule_factor_np(step, total_steps, self.decay_factor, self.warmup_steps)
 
 
 @keras.saving.register_keras_serializable(package="tf_sgd_regimes")

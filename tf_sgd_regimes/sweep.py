@@ -131,7 +131,8 @@ class Sweep:
 
     def __init__(self, config, workdir: str, strategy: Optional[tf.distribute.Strategy] = None,
                  dataset=None, tuner_id: str = "worker0", oracle=None,
-                 stream=None, progress_interval_s: float = 5.0, idle_poll_s: float = 1.0):
+                 stream=None, progress_interval_s: float = 5.0, idle_poll_s: float = 1.0,
+                 clock=time.perf_counter):
         if "://" in str(workdir):
             # The ledger's promises rest on fsync + atomic rename, which object stores lack.
             raise experiments.ConfigError(
@@ -167,6 +168,8 @@ class Sweep:
         self.oracle = oracle
         self.cells = grid.all_cells(config, self.dataset.steps_per_epoch)
         self.progress_interval_s = progress_interval_s
+        self.clock = clock  # of the progress line and its ETA (a test passes a fake one)
+        self.progress: Optional[progress_lib.Progress] = None
         self.idle_poll_s = idle_poll_s
         self._states = resume.CellStates(workdir, report=self._say)
         self.source = handout.CellSource(config, workdir, oracle, tuner_id, self.cells,
@@ -197,10 +200,11 @@ class Sweep:
         done = ledger.done_cell_ids(records)
         remaining = [c for c in self.cells if c.cell_id not in done]
         progress = progress_lib.Progress(
-            len(self.cells), sum(progress_lib.cell_work(c.steps, c.batch_size)
+            len(self.cells), sum(self._cell_work(c.steps, c.batch_size)
                                  for c in remaining),
             done_cells=len(self.cells) - len(remaining), stream=self.stream,
-            min_interval_s=self.progress_interval_s)
+            min_interval_s=self.progress_interval_s, clock=self.clock)
+        self.progress = progress
         root_logged = os.path.isdir(summaries.tensorboard_dir(self.workdir)) and any(
             n.startswith("events") for n in os.listdir(summaries.tensorboard_dir(self.workdir)))
         stop_request = signals.StopRequest() if should_stop is None else None
@@ -212,6 +216,7 @@ class Sweep:
                                                self.dataset.task, self.dataset.split)
                 self.source.reclaim()
                 resume.prune_finished_checkpoints(self.workdir, self.source.is_done)
+                self._states.prune(self.source.is_done)
                 while not stop():
                     pack = self.source.next_pack()
                     if not isinstance(pack, Pack):
@@ -225,6 +230,7 @@ class Sweep:
                 else:
                     raise Preempted("stop requested (SIGTERM); the next start resumes")
         except Exception as e:
+            self._save_oracle()
             if resume.is_disk_full(e):
                 have = len(ledger.read(self.workdir))
                 raise DiskFullError(
@@ -232,9 +238,24 @@ class Sweep:
                     f"The sweep stopped cleanly; the {have} records written so far are intact. "
                     "Free some space and re-run the same command: it resumes.") from e
             raise
+        self._save_oracle()
         if not self.is_worker and self.source.grid_done():
             shutil.rmtree(resume.checkpoints_dir(self.workdir), ignore_errors=True)
         return ledger.read(self.workdir)
+
+    def _cell_work(self, steps: int, batch_size: int) -> float:
+        """The engine's cost model of a cell (progress_lib.cell_work unless it has its own)."""
+        model = getattr(self._engine, "cell_work", None) if self._engine is not None else None
+        return (model or progress_lib.cell_work)(steps, batch_size)
+
+    def _save_oracle(self) -> None:
+        """The local oracle saves its state now and then (grid.PackedGridOracle); a
+        sweep that stops saves it once more, so the file shows the whole sweep."""
+        if not self.is_worker and hasattr(self.oracle, "flush"):
+            try:
+                self.oracle.flush()
+            except OSError as e:  # e.g. disk full: the ledger has everything
+                self._say(f"[sweep] warning: keras-tuner state not saved ({e})")
 
     def _train(self, members, first, checkpoint, on_chunk, should_stop):
         try:
@@ -254,18 +275,19 @@ class Sweep:
         open_cells = [c for c in cells if c.cell_id in pack.trials]
         # Persisted before training: a restarted worker re-forms exactly this pack.
         self.source.save(pack)
-        attempts = self._states.start([c.cell_id for c in open_cells])
+        key = resume.pack_key(ids, first.batch_size, first.steps)
+        attempts = self._states.start([c.cell_id for c in open_cells], key)
         members = [engine_lib.Member(c.cell_id, c.effective_lr, c.momentum, c.seed)
                    for c in cells]
         checkpoint = SweepCheckpoint(
-            os.path.join(resume.checkpoints_dir(self.workdir),
-                         resume.pack_key(ids, first.batch_size, first.steps)),
+            os.path.join(resume.checkpoints_dir(self.workdir), key),
             float(self.config.train.checkpoint_every_s))
-        step_work = len(cells) * progress_lib.cell_work(1, first.batch_size)
+        step_work = len(cells) * self._cell_work(first.steps, first.batch_size) / first.steps
         progress.start_pack(f"pack B={first.batch_size} steps={first.steps} "
                             f"members={len(cells)}", step_work * first.steps)
-        writers = summaries.PackWriters(self.workdir, ids, states=self._states,
-                                        active=pack.trials)
+        writers = summaries.PackWriters(
+            self.workdir, ids, states=self._states, active=pack.trials,
+            runs={c.cell_id: summaries.run_name(c.hparams(), c.cell_id) for c in open_cells})
         pack_id = f"{self.tuner_id}-{pack.trials[open_cells[0].cell_id].trial_id}"
         log_every = int(self.config.train.log_every_steps)
         last_logged = [None]
@@ -287,6 +309,7 @@ class Sweep:
                                f"step {report.step}/{report.total_steps} alive {alive}")
 
         start = time.perf_counter()
+        recorded = 0
         try:
             try:
                 results, error = self._train(members, first, checkpoint, on_chunk,
@@ -297,7 +320,8 @@ class Sweep:
                 # A pack that cannot train is recorded as failed, cell by cell.
                 results = None
                 error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"
-            writers.flush()
+                writers.flush()  # the curve so far; completed cells put theirs in final()
+            progress.training_done()
             wall = (time.perf_counter() - start) / len(cells)
             records = []
             for k, cell in enumerate(cells):
@@ -322,7 +346,9 @@ class Sweep:
                                   steps_done=result.steps_done)
                     writers.final(k, cell.cell_id, cell.hparams(), result.metrics,
                                   result.diverged_step, result.steps_done)
-                ledger.append(self.workdir, record)
+                ledger.append(self.workdir, record, sync=False)
+                progress.cell_done(record["status"] == "diverged")
+                recorded += 1
                 score = record["metrics"].get(self.config.analysis.selection_metric)
                 self.source.end_trial(pack.trials[cell.cell_id],
                                       self.source.worst_score() if score is None else score,
@@ -330,7 +356,8 @@ class Sweep:
                 records.append(record)
         finally:
             writers.close()
+            ledger.sync(self.workdir)  # the pack's records, durable in one go
         checkpoint.discard()
-        diverged = sum(r["status"] == "diverged" for r in records)
-        progress.end_pack(len(records), diverged, step_work * first.steps)
+        self._states.finish(key)
+        progress.end_pack(len(records) - recorded, 0, step_work * first.steps)
         return records

@@ -1,5 +1,6 @@
 """Batching of a token stream into B parallel rows and windows of `unroll` tokens (all LMs)."""
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -64,3 +65,48 @@ def stream_batch(tokens, batch_size: int, unroll: int, step, replica_id=0, num_r
     index = starts[:, None] + tf.range(unroll + 1, dtype=tf.int64)[None, :]
     chunk = tf.gather(tokens, index)  # [B/R, unroll + 1]
     return chunk[:, :-1], chunk[:, 1:]
+
+
+def eval_windows(tokens, batch_size: int, unroll: int):
+    """Windows that score every target of a stream exactly once, for evaluation.
+
+    Training windows (stream_batch) drop the stream's tail: the last N mod B tokens, each
+    row's final partial window and the first token of every row but the first. Evaluation
+    must cover the whole split, so here the N - 1 targets tokens[1:] are cut into B
+    contiguous rows of ceil((N - 1) / B) targets (the last rows shorter, possibly empty);
+    row r reads its inputs from the token just before its first target, so each row is one
+    stream carried across its windows. The last window (and a short row) is padded with
+    weight 0. With B = 1 this is one stream over the whole split, as Zaremba et al. (2014)
+    evaluate.
+
+    Args:
+      tokens: 1-D int array, the stream.
+      batch_size: number of rows B (the evaluation batch size).
+      unroll: window length.
+
+    Yields:
+      (x, y, weights, carry): int32 [B, unroll] inputs and targets, float32 [B, unroll]
+      weights (1 for a real target, 0 for padding), and carry (False for the first
+      window: the carried state starts from zero).
+    """
+    tokens = np.asarray(tokens, np.int32)
+    if batch_size < 1 or unroll < 1:
+        raise ValueError(f"batch_size ({batch_size}) and unroll ({unroll}) must be >= 1")
+    targets = tokens.size - 1
+    if targets < 1:
+        raise ValueError(f"a stream of {tokens.size} tokens has no target to evaluate")
+    row_targets = -(-targets // batch_size)  # ceil
+    windows = -(-row_targets // unroll)
+    width = windows * unroll
+    x = np.zeros([batch_size, width], np.int32)
+    y = np.zeros([batch_size, width], np.int32)
+    weights = np.zeros([batch_size, width], np.float32)
+    for row in range(batch_size):
+        first = row * row_targets  # index of the input that predicts the row's first target
+        count = max(0, min(row_targets, targets - first))
+        x[row, :count] = tokens[first:first + count]
+        y[row, :count] = tokens[first + 1:first + 1 + count]
+        weights[row, :count] = 1.0
+    for t in range(windows):
+        cut = slice(t * unroll, (t + 1) * unroll)
+        yield x[:, cut], y[:, cut], weights[:, cut], t > 0

@@ -11,9 +11,20 @@ _CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
 _CHUNK = 5_000  # images per chunk when computing statistics (bounds float64 temporaries)
 
 
-def _train_and_eval(tfds_name, data_dir, download, validation_fraction, split_seed):
-    """Train and evaluation arrays as uint8 images + labels; eval = test or held-out train."""
+def _train_and_eval(tfds_name, data_dir, download, validation_fraction, split_seed,
+                    split="auto"):
+    """Train and evaluation arrays as uint8 images + labels; eval = test or held-out train.
+
+    split: "auto" evaluates on the held-out part when validation_fraction > 0, else on
+    the test split; "test" always evaluates on the test split (the held-out part is then
+    only removed from training); "validation" requires validation_fraction > 0.
+    """
     splits.check_fraction(validation_fraction)
+    if split not in ("auto", "test", "validation"):
+        raise ValueError(f"config.data.split {split!r} must be 'auto', 'test' or 'validation'")
+    if split == "validation" and validation_fraction <= 0:
+        raise ValueError("config.data.split='validation' needs config.data.validation_fraction"
+                         " > 0 (the share of the training set held out)")
     keys = ("image", "label")
     train = tfds_source.split_to_numpy(
         tfds_source.load_split(tfds_name, "train", data_dir, download), keys
@@ -22,7 +33,8 @@ def _train_and_eval(tfds_name, data_dir, download, validation_fraction, split_se
         keep, held = splits.holdout_indices(len(train["label"]), validation_fraction, split_seed)
         held_out = {key: value[held] for key, value in train.items()}
         train = {key: value[keep] for key, value in train.items()}
-        return train, held_out, "validation"
+        if split != "test":
+            return train, held_out, "validation"
     test = tfds_source.split_to_numpy(
         tfds_source.load_split(tfds_name, "test", data_dir, download), keys
     )
@@ -117,15 +129,17 @@ def load_cifar100(data_dir=None, download: bool = False, validation_fraction: fl
 
 def load_mnist_autoencoder(data_dir=None, download: bool = False,
                            validation_fraction: float = 0.0,
-                           split_seed: int = 0) -> base.Dataset:
+                           split_seed: int = 0, split: str = "auto") -> base.Dataset:
     """MNIST for the autoencoder: inputs are the flattened 784 pixels in [0, 1] (float32).
 
     The targets are the inputs, so train_y and test_y are None (task "autoencoder": the
     engine uses x as its own target; no second copy of the images is held). Arguments as
-    in load_cifar10.
+    in load_cifar10, plus `split` (see _train_and_eval): validation_fraction=1/6 with
+    split="test" trains on 50,000 images and scores the 10,000 test images, the paper's
+    arithmetic (156,250 updates = 200 epochs at B = 64).
     """
     train, evaluation, split = _train_and_eval(
-        "mnist", data_dir, download, validation_fraction, split_seed
+        "mnist", data_dir, download, validation_fraction, split_seed, split
     )
 
     def flat(images):

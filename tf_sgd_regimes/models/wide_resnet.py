@@ -18,9 +18,11 @@ uses for every run without batch norm, is what this module builds by default for
     the batch-norm shifts that were removed (`conv_biases`);
   * dropout before the final dense layer (`dropout_rate`, default 0.2);
   * with the engine's L2 scope "all", the SkipInit scalars and biases are under the L2 term.
-De & Smith describe Regularized SkipInit as SkipInit plus biases and dropout on the
-classifier's input; their exact bias placement (per-channel vs Fixup-style scalars) and
-drop rate should be checked against their paper; both are fields here.
+The appendix names Regularized SkipInit (citing De & Smith 2020: SkipInit plus biases and
+dropout on the classifier's input) without its details; the bias placement (per-channel,
+not Fixup-style scalars), the drop rate 0.2 and the L2 on the scalars and biases are OUR
+CHOICES, not verified against De & Smith's text; all three are config fields, and the
+fidelity cards (configs/wrn_cifar.py) list them as such.
 """
 
 from typing import Optional

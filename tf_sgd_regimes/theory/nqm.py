@@ -85,14 +85,14 @@ def schedule_factors(steps: int, decay_factor: float = 2.0, schedule: str = "pap
     "paper": 1 for the first half of the budget, then divided by decay_factor at steps/2 and
     again every steps/20, so the last twentieth runs at decay_factor^-10.
     """
-    t = np.arange(int(steps))
-    if schedule == "constant":
-        return np.ones(len(t))
-    if schedule != "paper":
+    if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; known: {sorted(SCHEDULES)}")
-    twentieths = (20 * t) // int(steps)  # integer arithmetic: boundaries are exact
-    decays = np.where(twentieths < 10, 0, twentieths - 9)
-    return float(decay_factor) ** (-decays.astype(np.float64))
+    # The training step's own definition (schedules.py), in its numpy form.
+    from tf_sgd_regimes import schedules
+
+    rule = schedules.Schedule(decay_factor=float(decay_factor),
+                              constant=schedule == "constant")
+    return rule.factor_np(np.arange(int(steps)), int(steps))
 
 
 def _pieces(steps: int, decay_factor: float, schedule: str):

@@ -52,6 +52,13 @@ class NQMEngine:
         self.config = config
         self.nqm = nqm_config(config)
 
+    @staticmethod
+    def cell_work(steps: int, batch_size: int) -> float:
+        """The progress line's cost model: closed-form dynamics cost about the same per
+        cell whatever its steps and batch size (a few matrix powers), unlike SGD steps."""
+        del steps, batch_size
+        return 1.0
+
     def train_pack(
         self,
         members: Sequence[engine_lib.Member],

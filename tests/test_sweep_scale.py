@@ -1,0 +1,244 @@
+"""Bookkeeping that does not grow with the sweep: oracle state, resume state, ETA, kill -9.
+
+Speed itself is measured by tools/benchmark_scale.py (BENCHMARKS.md); these tests check
+the behaviour that makes it constant per cell, on NQM sweeps (training is free).
+"""
+
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import keras_tuner as kt
+import pytest
+
+import sweep_fixtures as fx
+from tf_sgd_regimes import experiments, grid, ledger, resume, summaries
+from tf_sgd_regimes import sweep as sweep_lib
+
+
+def nqm_config(rates=4, seeds=2, *extra):
+    lrs = ",".join(repr(2.0 ** (-4 + 2 * i)) for i in range(rates))
+    return experiments.apply_overrides(
+        experiments.get_config("nqm_epoch_budget"),
+        (f"sweep.effective_lrs=({lrs},)", f"sweep.seeds=({','.join(map(str, range(seeds)))},)",
+         f"analysis.num_seeds={seeds}", "analysis.best_k=1") + tuple(extra))
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _run_trials(oracle, count, clock, step_s, status="COMPLETED"):
+    for _ in range(count):
+        trial = oracle.create_trial("w/0")
+        clock.now += step_s
+        oracle.update_trial(trial.trial_id, {"score": 1.0})
+        trial.status = status
+        oracle.end_trial(trial)
+
+
+def test_oracle_state_is_one_file_saved_now_and_then_and_whole(tmp_path):
+    config = nqm_config(rates=5, seeds=6)  # 660 cells
+    clock = FakeClock()
+    oracle = grid.make_oracle(config, str(tmp_path / "kt"), save_every_s=5.0, clock=clock)
+    _run_trials(oracle, 300, clock, 0.1)  # 30 s of trials: ~6 saves, not 600
+    assert 4 <= oracle.saves <= 7, oracle.saves
+    project = tmp_path / "kt" / "oracle"
+    assert os.listdir(project) == ["oracle.json"]  # no trial_*/ directory per trial
+    with open(project / "oracle.json") as f:
+        saved = json.load(f)
+    assert 250 <= len(saved["trials"]) <= 300  # the state as of the last save, whole
+    oracle.flush()
+    with open(project / "oracle.json") as f:
+        saved = json.load(f)
+    assert len(saved["trials"]) == len(saved["end_order"]) == 300
+    assert {t["status"] for t in saved["trials"].values()} == {"COMPLETED"}
+    # The grid order is keras-tuner's: last-declared hyperparameter fastest.
+    cells = grid.all_cells(config, lambda b: 1.0)
+    values = [saved["trials"][i]["values"] for i in saved["start_order"][:3]]
+    assert [v["seed"] for v in values] == [c.seed for c in cells[:3]]
+
+
+def test_oracle_saves_stay_a_small_fraction_of_the_time_when_the_state_is_large(tmp_path):
+    config = nqm_config(rates=5, seeds=6)
+    clock = FakeClock()
+    oracle = grid.make_oracle(config, str(tmp_path / "kt"), save_every_s=0.0, clock=clock)
+    get_state = oracle.get_state
+
+    def slow_get_state():  # a save that costs 1 s of the fake clock
+        clock.now += 1.0
+        return get_state()
+
+    oracle.get_state = slow_get_state
+    _run_trials(oracle, 200, clock, 0.1)  # 20 s of trials
+    # At most one save per 1 s / SAVE_COST_FRACTION = 20 s of trials (+1 at the start).
+    assert oracle.saves <= 2
+
+
+def test_consecutive_failures_are_counted_without_rescanning(tmp_path):
+    config = nqm_config()
+    oracle = grid.make_oracle(config, str(tmp_path / "kt"))
+    oracle.max_consecutive_failed_trials = 3
+    clock = FakeClock()
+    _run_trials(oracle, 2, clock, 0.0, "FAILED")
+    _run_trials(oracle, 1, clock, 0.0, "COMPLETED")  # resets the run
+    _run_trials(oracle, 2, clock, 0.0, "FAILED")
+    with pytest.raises(RuntimeError, match="consecutive failures"):
+        _run_trials(oracle, 1, clock, 0.0, "FAILED")
+
+
+def test_fast_hyperparameter_copies_equal_keras_tuner_copies():
+    space = grid._FixedSpace()  # noqa: SLF001
+    space.merge(grid.hyperparameters(nqm_config()))
+    space.values["seed"] = 1
+    copy = space.copy()
+    reference = kt.HyperParameters.from_config(space.get_config())
+    assert copy.get_config() == reference.get_config()
+    copy.values["seed"] = 0  # values are the copy's own
+    assert space.values["seed"] == 1
+
+
+def test_resume_state_is_one_file_per_pack_in_flight(tmp_path):
+    workdir = str(tmp_path)
+    states = resume.CellStates(workdir)
+    assert states.start(["a", "b"], "pack1") == {"a": 1, "b": 1}
+    states.update({"a": {"tensorboard_step": 7}, "b": {"tensorboard_step": 7}})
+    states.start(["c"], "pack2")
+    assert sorted(os.listdir(resume.cells_dir(workdir))) == ["pack1.json", "pack2.json"]
+    again = resume.CellStates(workdir)  # a restart reads them back
+    assert again.get("a") == {"attempt": 1, "tensorboard_step": 7}
+    assert again.start(["a", "b"], "pack1") == {"a": 2, "b": 2}
+    assert again.get("a")["tensorboard_step"] == 7
+    again.finish("pack1")
+    assert os.listdir(resume.cells_dir(workdir)) == ["pack2.json"]
+    assert again.get("a") == {"attempt": 0, "tensorboard_step": 0}
+    # A kill between a pack's last record and finish() leaves its file: pruned at start.
+    third = resume.CellStates(workdir)
+    third.prune(lambda cell_id: cell_id == "c")
+    assert os.listdir(resume.cells_dir(workdir)) == []
+
+
+def test_resume_state_reads_old_per_cell_files_and_resets_tensorboard_of_corrupt_ones(
+        tmp_path):
+    workdir = str(tmp_path)
+    os.makedirs(resume.cells_dir(workdir))
+    with open(os.path.join(resume.cells_dir(workdir), "old.json"), "w") as f:
+        json.dump({"attempt": 2, "tensorboard_step": 40}, f)
+    with open(os.path.join(resume.cells_dir(workdir), "pack9.json"), "w") as f:
+        f.write('{"cells": {"x"')  # truncated
+    out = io.StringIO()
+    states = resume.CellStates(workdir, report=lambda text: out.write(text + "\n"))
+    assert "pack9.json is corrupt" in out.getvalue()
+    assert states.get("old") == {"attempt": 2, "tensorboard_step": 40}
+    assert states.start(["x", "y"], "pack9") == {"x": 2, "y": 2}
+    assert states.needs_tensorboard_reset("x") and states.needs_tensorboard_reset("y")
+    assert "restarting the TensorBoard run of x" in out.getvalue()
+
+
+def test_eta_is_within_20_percent_of_the_truth_from_10_percent_of_the_cells(tmp_path,
+                                                                          monkeypatch):
+    """A real NQM sweep on a fake clock: training a pack costs time in proportion to
+    the engine's work model (per cell, for the NQM; jittered per pack), and each record
+    and TensorBoard run costs time per cell (jittered), so both terms of the ETA matter."""
+    clock = FakeClock()
+    config = nqm_config(rates=4, seeds=3)  # 264 cells, 11 packs of 24
+    sweep = sweep_lib.Sweep(config, str(tmp_path), stream=io.StringIO(),
+                            progress_interval_s=1e9, clock=clock)
+    train_pack = sweep.engine.train_pack
+    jitter = random.Random(0)
+    samples = []  # (fake time, cells done, ETA)
+
+    def timed_train(members, batch_size, total_steps, *args, **kwargs):
+        work = sum(sweep.engine.cell_work(total_steps, batch_size) for _ in members)
+        clock.now += 0.8 * work * jitter.uniform(0.8, 1.2)
+        return train_pack(members, batch_size, total_steps, *args, **kwargs)
+
+    append = ledger.append
+
+    def timed_append(workdir, record, **kwargs):
+        progress = sweep.progress
+        samples.append((clock.now, progress.done_cells, progress.eta()))
+        clock.now += jitter.uniform(0.5, 1.5)
+        return append(workdir, record, **kwargs)
+
+    final = summaries.PackWriters.final
+
+    def timed_final(self, *args, **kwargs):
+        clock.now += 0.5
+        return final(self, *args, **kwargs)
+
+    sweep.engine.train_pack = timed_train
+    monkeypatch.setattr(ledger, "append", timed_append)
+    monkeypatch.setattr(summaries.PackWriters, "final", timed_final)
+    records = sweep.run()
+    end, total = clock.now, len(records)
+    assert total == 264
+    train_share = 0.8 * total / end
+    assert 0.2 < train_share < 0.8  # both terms of the ETA matter here
+    checked = 0
+    for now, done, eta in samples:
+        if done >= 0.1 * total:
+            truth = end - now
+            # 20%, plus one cell's mean cost: the jitter of the last cell or two is
+            # unpredictable by any estimate.
+            assert abs(eta - truth) <= 0.2 * truth + 1.5, (done, eta, truth)
+            checked += 1
+    assert checked > 200
+
+
+@pytest.mark.slow
+def test_kill_9_loop_on_an_nqm_sweep_loses_nothing_and_matches(tmp_path):
+    """kill -9 at random moments of a 550-cell NQM sweep (run through the CLI), then
+    to the end: one record file per cell, results identical to an uninterrupted run.
+    tools/benchmark_scale.py --mode=kill_loop runs the same on more cells and kills."""
+    config = nqm_config(5, 5)  # 2 x 11 x 5 x 5 = 550 cells
+    reference = {r["cell_id"]: r for r in sweep_lib.Sweep(
+        config, str(tmp_path / "reference"), stream=io.StringIO()).run()}
+    workdir = str(tmp_path / "killed")
+    lrs = config.sweep.effective_lrs
+    args = [fx.PYTHON, "-m", "tf_sgd_regimes.run", "--experiment=nqm_epoch_budget",
+            f"--workdir={workdir}", "--no_report",
+            f"--config.sweep.effective_lrs=({','.join(map(repr, lrs))},)",
+            "--config.sweep.seeds=(0,1,2,3,4)", "--config.analysis.num_seeds=5",
+            "--config.analysis.best_k=1"]
+    rng = random.Random(1)
+    kills, history = 0, []
+    while True:
+        before = len(fx.ledger_files(workdir))
+        process = subprocess.Popen(args, env=fx.env(), cwd=fx.REPO,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if kills < 2:  # after a random number of new records: mid-pack, between writes
+            target = before + rng.randint(1, 100)
+            deadline = time.monotonic() + 300
+            while process.poll() is None and time.monotonic() < deadline:
+                if len(fx.ledger_files(workdir)) >= target:
+                    process.send_signal(signal.SIGKILL)
+                    break
+                time.sleep(0.005)
+        process.wait(timeout=300)
+        history.append((process.returncode, len(fx.ledger_files(workdir))))
+        if process.returncode == 0:
+            break
+        assert process.returncode == -signal.SIGKILL, history
+        kills += 1
+        assert len(history) < 10, history
+    assert kills == 2, history
+    files = fx.ledger_files(workdir)
+    assert sorted(os.path.basename(p) for p in files) == sorted(f"{c}.json" for c in reference)
+    records = {r["cell_id"]: r for r in ledger.read(workdir)}
+    for cell_id, expected in reference.items():
+        got = records[cell_id]
+        assert (got["status"], got["metrics"], got["diverged_step"]) == (
+            expected["status"], expected["metrics"], expected["diverged_step"]), cell_id
+    # Each cell's TensorBoard run holds its session once (a replaced final file).
+    for cell_id in list(reference)[::97]:
+        assert len(fx.scalar_events(fx.run_dir(workdir, cell_id), "final/diverged")) == 1
+    assert not os.listdir(resume.cells_dir(workdir))
