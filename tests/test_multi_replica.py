@@ -72,7 +72,8 @@ _SCRIPT = textwrap.dedent("""
         "resnet50": (images((16, 16, 3), 10), dict(name="resnet50", stage_blocks=(1, 1, 1, 1),
                      base_width=4, ghost_batch_size=8), {}, (0.5, 64.0)),
         "lstm_lm": (language, dict(name="lstm_lm", embedding_size=6, units=7, num_layers=2,
-                    dropout_rate=0.3), {"train.clip_grad_norm": 0.5}, (1.0, 300.0)),
+                    dropout_rate=0.3), {"train.clip_grad_norm": 0.5, "train.divergence_loss": 100.0},
+                    (1.0, 300.0)),  # the loss is summed over the 5 unrolled steps
         "autoencoder": (vectors(12), dict(name="autoencoder", widths=(6, 2)),
                         {"l2": 1e-5}, (0.5, 64.0)),
     }
