@@ -5,12 +5,12 @@ import pytest
 
 from tf_sgd_regimes import data
 
-EXPECTED = {"digits", "digits_images", "digits_autoencoder", "synthetic_language", "cifar10",
+BUILT_IN = {"digits", "digits_images", "digits_autoencoder", "synthetic_language", "cifar10",
             "cifar100", "mnist_autoencoder", "imagenet", "ptb"}
 
 
 def test_all_workloads_registered():
-    assert set(data.names()) == EXPECTED
+    assert BUILT_IN <= set(data.names())  # registered ones add to these
 
 
 def test_unknown_name_lists_known():

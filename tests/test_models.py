@@ -21,7 +21,7 @@ def tiny_batch(name, model, seed=0):
     """Inputs and targets of the right kind for the model's task."""
     tiny = models.tiny_config(name)
     rng = np.random.default_rng(seed)
-    task = models.TASKS[name]
+    task = models.task_of(name)
     if task == "language_model":
         shape = (model.batch_size,) + tuple(tiny["input_shape"])
         tokens = rng.integers(0, tiny["num_outputs"], size=shape).astype(np.int32)
@@ -40,10 +40,10 @@ def loss_fn(task, outputs, targets):
     )
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name", models.names(with_tiny=True))
 def test_registry_model_builds_steps_and_seeds(name):
     tiny = models.tiny_config(name)
-    task = models.TASKS[name]
+    task = models.task_of(name)
     model = tiny_model(name, seed=3)
     assert model.built and len(model.trainable_weights) > 0
     x, y = tiny_batch(name, model)
@@ -83,7 +83,7 @@ def test_registry_model_builds_steps_and_seeds(name):
     )
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name", models.names(with_tiny=True))
 def test_layers_of_one_model_get_distinct_seeds(name):
     model = tiny_model(name, seed=0)
     kernels = [w.numpy() for w in model.trainable_weights if w.name == "kernel"]

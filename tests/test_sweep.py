@@ -68,9 +68,11 @@ def test_exactly_one_record_per_cell(finished):
 def test_records_follow_the_schema(finished):
     _, records, _, _ = finished
     config = shrunk_config()
-    expected_hash = experiments.config_hash(config)
     for r in records:
         assert SCHEMA <= set(r), SCHEMA - set(r)
+        # The data set's fingerprint is part of the record and of its config hash.
+        assert r["data"]["name"] == "digits" and r["data"]["num_test"] == 360
+        expected_hash = experiments.config_hash(config, r["data"])
         assert r["status"] == "complete" and r["error"] is None and r["diverged_step"] is None
         assert r["attempt"] == 1 and r["config_hash"] == expected_hash
         assert r["experiment"] == "digits_mlp_epoch_budget"

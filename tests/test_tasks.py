@@ -142,8 +142,8 @@ def test_metric_names_match_what_evaluation_produces(task):
 def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="no test examples"):
         tasks.metrics_from_sums("classification", [0.0, 0.0, 0.0], "test")
-    with pytest.raises(ValueError, match="regression"):
-        tasks.per_example_loss("regression", tf.zeros([2, 2]), tf.zeros([2]), None)
+    with pytest.raises(ValueError, match="unknown task 'regresion'"):
+        tasks.per_example_loss("regresion", tf.zeros([2, 2]), tf.zeros([2]), None)
 
 
 def test_language_model_eval_sums_take_per_token_weights(rng):

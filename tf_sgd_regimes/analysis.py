@@ -193,6 +193,76 @@ def optima(cells: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# Metrics counted in whole examples: their resolution is one example of the split.
+_COUNTED = ("accuracy", "acc", "top1", "top5", "error_rate")
+
+
+def metric_resolution(records: Iterable[dict], metric: str) -> float:
+    """The smallest difference `metric` can show: one example of the evaluation split for a
+    counted metric (accuracy), else 0 (only exact equality is a tie).
+
+    The split's size comes from the records' data fingerprint ("data": {"num_test"}); older
+    records without it give it away through their values, which are multiples of 1 / n.
+    """
+    if not any(token in metric.lower() for token in _COUNTED):
+        return 0.0
+    records = list(records)
+    sizes = {int(r["data"]["num_test"]) for r in records
+             if isinstance(r.get("data"), dict) and r["data"].get("num_test")}
+    if metric.startswith("train_"):
+        sizes = {int(r["data"]["num_train"]) for r in records
+                 if isinstance(r.get("data"), dict) and r["data"].get("num_train")}
+    if sizes:
+        return 1.0 / max(sizes)
+    import fractions
+    import math
+
+    denominator = 1
+    for record in records:
+        value = (record.get("metrics") or {}).get(metric)
+        if value is None or not np.isfinite(value):
+            continue
+        fraction = fractions.Fraction(float(value)).limit_denominator(100_000)
+        if abs(float(fraction) - float(value)) > 1e-7:
+            return 0.0  # not a count: treat as continuous
+        denominator = math.lcm(denominator, fraction.denominator)
+        if denominator > 100_000:
+            return 0.0
+    return 1.0 / denominator if denominator > 1 else 0.0
+
+
+def ties(cells: pd.DataFrame, settings: Settings, resolution: float) -> pd.DataFrame:
+    """Slices whose optimum is not unique: other eligible learning rates have a best-k
+    mean of the selection metric within `resolution` of the optimum's (metric_resolution).
+
+    The optimum then follows the grid (on an exact tie the smallest rate is taken), not
+    the data; the report says so. Returns one row per such slice: GROUP_KEYS, optimal_lr, tied_lrs
+    (all tied rates, ascending), n_tied.
+    """
+    columns = list(GROUP_KEYS) + ["optimal_lr", "tied_lrs", "n_tied"]
+    metric = f"{settings.selection_metric}_mean"
+    if cells.empty or metric not in cells:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    sign = 1.0 if settings.selection_mode == "max" else -1.0
+    for key, group in cells.groupby(list(GROUP_KEYS), sort=True, dropna=False):
+        eligible = group[group["eligible"] & np.isfinite(group[metric])]
+        eligible = eligible.sort_values("effective_lr")
+        if len(eligible) < 2:
+            continue
+        means = sign * eligible[metric].to_numpy(dtype=float)
+        best = means.max()
+        # Within the resolution: a difference smaller than one example is not a difference.
+        tolerance = (float(resolution) * (1 - 1e-6) if resolution > 0
+                     else 1e-12 * max(1.0, abs(best)))
+        tied = eligible[means >= best - tolerance]["effective_lr"].to_numpy(dtype=float)
+        if len(tied) > 1:
+            optimal = float(eligible["effective_lr"].to_numpy(dtype=float)[int(np.argmax(means))])
+            rows.append(dict(zip(GROUP_KEYS, key), optimal_lr=optimal,
+                             tied_lrs=tuple(float(v) for v in tied), n_tied=len(tied)))
+    return pd.DataFrame(rows, columns=columns)
+
+
 def sweep_kind(records: Iterable[dict]) -> str:
     """'epoch_budget' if some (optimizer, B) was trained for several budgets, else 'batch_size'."""
     frame = tidy(records)

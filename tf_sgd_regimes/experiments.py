@@ -1,60 +1,168 @@
 """Experiments by name: config lookup, overrides, validation with clear errors."""
 
 import ast
+import copy
 import difflib
+import functools
 import hashlib
 import importlib
+import importlib.util
 import json
-from typing import Dict, Iterable, List, Tuple
+import os
+import sys
+from typing import Callable, Dict, Iterable, List, Optional
 
 import ml_collections
 
 DEFAULT_EXPERIMENT = "digits_mlp_epoch_budget"
 
-# name -> (module under tf_sgd_regimes.configs, keyword arguments of its get_config).
-_EXPERIMENTS: Dict[str, Tuple[str, dict]] = {
-    "digits_mlp_epoch_budget": ("digits_mlp", {}),
-    "nqm_epoch_budget": ("nqm", {"budget": "epochs"}),
-    "nqm_step_budget": ("nqm", {"budget": "steps"}),
-    "nqm_epoch_budget_sweep": ("nqm", {"budget": "variable"}),
-    # The paper's experiments (configs/wrn_cifar.py, resnet_imagenet.py, ptb_lstm.py,
-    # mnist_autoencoder.py) and their embedded CPU-sized versions (configs/embedded.py).
-    **{name: ("wrn_cifar", {"variant": name}) for name in (
-        "wrn16_4_cifar10_epoch_budget", "wrn16_4_cifar10_lr_sweep",
-        "wrn16_4_cifar10_skipinit_epoch_budget", "wrn16_4_cifar10_skipinit_step_budget",
-        "wrn28_10_cifar100_step_budget", "wrn28_10_cifar100_skipinit_step_budget")},
-    "resnet50_imagenet_epoch_budget": ("resnet_imagenet", {}),
-    **{name: ("ptb_lstm", {"variant": name}) for name in (
-        "ptb_lstm_epoch_budget", "ptb_lstm_step_budget", "ptb_lstm_variable_epoch_budget")},
-    **{name: ("mnist_autoencoder", {"variant": name}) for name in (
-        "mnist_autoencoder_epoch_budget", "mnist_autoencoder_step_budget",
-        "mnist_autoencoder_variable_epoch_budget")},
-    **{name: ("embedded", {"variant": name}) for name in (
-        "digits_cnn_epoch_budget", "digits_wrn_epoch_budget",
-        "digits_autoencoder_epoch_budget", "synthetic_lstm_epoch_budget")},
-}
+# name -> function returning the experiment's ConfigDict. The package's experiments are
+# registered on first lookup from its config modules (below); yours with
+# register_experiment, from any file.
+_EXPERIMENTS: Dict[str, Callable[[], ml_collections.ConfigDict]] = {}
+# Every module under tf_sgd_regimes.configs (but `common`) holds experiments: a module with
+# several keeps them in `_VARIANTS` (name -> config function), so each name is written
+# once, there; a module with one is named by its get_config().name. A new module is found
+# without an edit here.
+_SHARED_MODULES = ("common",)
+# configs/nqm.py takes a budget rather than a variant name.
+_NQM = {"nqm_epoch_budget": "epochs", "nqm_step_budget": "steps",
+        "nqm_epoch_budget_sweep": "variable"}
+_package_registered = False
 
 
 class ConfigError(ValueError):
     """A config or override that cannot run; the message names the field."""
 
 
+def register_experiment(name: str, get_config_fn: Callable[[], ml_collections.ConfigDict],
+                        replace: bool = False) -> str:
+    """Registers an experiment: `get_config_fn()` returns its ConfigDict. Returns the name."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"register_experiment: name must be a non-empty string, got {name!r}")
+    if not callable(get_config_fn):
+        raise ConfigError(f"register_experiment({name!r}): get_config_fn must be callable")
+    old = _EXPERIMENTS.get(name)
+    if (old is not None and not replace and _origin(old) != _origin(get_config_fn)):
+        raise ConfigError(f"experiment {name!r} is already registered ({_origin(old)}); pick "
+                         "another name or pass replace=True")
+    _EXPERIMENTS[name] = get_config_fn
+    return name
+
+
+def _origin(fn) -> str:
+    fn = getattr(fn, "func", fn)  # a functools.partial names its function
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _register_package() -> None:
+    global _package_registered
+    if _package_registered:
+        return
+    _package_registered = True
+    import pkgutil
+
+    from tf_sgd_regimes import configs
+
+    for info in sorted(pkgutil.iter_modules(configs.__path__), key=lambda m: m.name):
+        module_name = info.name
+        if module_name in _SHARED_MODULES or module_name.startswith("_"):
+            continue
+        module = importlib.import_module(f"tf_sgd_regimes.configs.{module_name}")
+        if not hasattr(module, "get_config"):
+            continue  # a helper module, not an experiment
+        if module_name == "nqm":
+            for name, budget in _NQM.items():
+                register_experiment(name, functools.partial(module.get_config, budget=budget))
+            continue
+        variants = getattr(module, "_VARIANTS", None)
+        if variants:
+            for name in variants:
+                register_experiment(name, functools.partial(module.get_config, variant=name))
+        else:
+            register_experiment(module.get_config().name, module.get_config)
+
+
 def names() -> List[str]:
+    _register_package()
     return sorted(_EXPERIMENTS)
 
 
 def get_config(name: str) -> ml_collections.ConfigDict:
     """The unlocked ConfigDict of a registered experiment."""
+    _register_package()
     if name not in _EXPERIMENTS:
         close = difflib.get_close_matches(name, names(), n=3)
         hint = f" Did you mean {close}?" if close else ""
         raise ConfigError(f"unknown experiment {name!r}.{hint} Known: {names()} "
                           "(python -m tf_sgd_regimes.run --experiment=list describes them)")
-    module_name, kwargs = _EXPERIMENTS[name]
-    module = importlib.import_module(f"tf_sgd_regimes.configs.{module_name}")
-    config = module.get_config(**kwargs)
+    config = _unlocked(_EXPERIMENTS[name](), f"experiment {name!r}")
     config.name = name
     return config
+
+
+def _unlocked(config, where: str) -> ml_collections.ConfigDict:
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"{where}: get_config() returned a {type(config).__name__}, not an "
+                          "ml_collections.ConfigDict (start from tf_sgd_regimes.base_config())")
+    config = copy.deepcopy(config)
+    config.unlock()
+    return config
+
+
+def base_config(task: str = "classification") -> ml_collections.ConfigDict:
+    """Every field an experiment has, with the paper's defaults, for your own config.
+
+    The analysis selects on `task`'s default metric (test accuracy, test perplexity, test
+    MSE, or a registered tasks.Task's selection); set config.model.name, config.data.name,
+    the budget and the grid (config.sweep) yourself.
+    """
+    from tf_sgd_regimes import tasks  # loads TensorFlow
+    from tf_sgd_regimes.configs import common
+
+    task = tasks.resolve(task)
+    config = common.base_config()
+    config.analysis.selection_metric, config.analysis.selection_mode = tasks.selection(task)
+    config.analysis.train_metric = "train_loss"
+    config.budget.epochs = 1.0
+    return config
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """The config of `path/to/file.py[:variant]` (ml_collections' config_flags convention).
+
+    The file is run as a module (its directory on sys.path, so it can import its
+    neighbours, which may register models and data sets); `get_config()` or, with
+    `:variant`, `get_config(variant)` returns the config. Its name defaults to the file's.
+    """
+    path, _, variant = spec.partition(":")
+    if not path.endswith(".py") or not os.path.isfile(path):
+        raise ConfigError(f"--config={spec}: {path!r} is not a Python file; expected "
+                          "--config=path/to/my_experiment.py[:variant]")
+    directory = os.path.dirname(os.path.abspath(path))
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    module_spec = importlib.util.spec_from_file_location(f"_tf_sgd_regimes_config_{stem}",
+                                                         os.path.abspath(path))
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = module
+    module_spec.loader.exec_module(module)  # errors in the user's file propagate as they are
+    get = getattr(module, "get_config", None)
+    if get is None:
+        raise ConfigError(f"--config={spec}: {path} defines no get_config() function")
+    config = _unlocked(get(variant) if variant else get(), f"--config={spec}")
+    if not config.get("name"):
+        config.name = f"{stem}_{variant}" if variant else stem
+    return config
+
+
+def resolve_config(spec: str) -> ml_collections.ConfigDict:
+    """A registered experiment's name, or a config file path[:variant]."""
+    path = spec.partition(":")[0]
+    if path.endswith(".py") or os.sep in path:
+        return load_config_file(spec)
+    return get_config(spec)
 
 
 def describe() -> str:
@@ -156,11 +264,20 @@ def _unknown_field(config, field: str) -> str:
     return f"unknown config field {field!r}.{hint} Fields: {', '.join(sorted(known))}"
 
 
-def validate(config: ml_collections.ConfigDict, num_train: int = 0, replicas: int = 1) -> None:
-    """Refuses a config that cannot run, before any compute. Messages name the field."""
+def validate(config: ml_collections.ConfigDict, num_train: int = 0, replicas: int = 1,
+             task: Optional[str] = None, split: Optional[str] = None) -> None:
+    """Refuses a config that cannot run, before any compute. Messages name the field.
+
+    Args:
+      num_train, replicas: the data set's size and the strategy's replicas, when known.
+      task, split: the loaded data set's task and evaluation split, when known; then the
+        model's task must match and the analysis metrics must be the task's.
+    """
     # Imported here: optimizers loads TensorFlow, and --list and bad overrides should
     # answer in a second, before it loads.
     from tf_sgd_regimes import optimizers
+
+    _validate_workload(config, task, split)
 
     sweep = config.sweep
     if not sweep.optimizers:
@@ -211,6 +328,49 @@ def validate(config: ml_collections.ConfigDict, num_train: int = 0, replicas: in
                           f"the number of seeds ({len(sweep.seeds)})")
 
 
+def _validate_workload(config, task: Optional[str], split: Optional[str]) -> None:
+    """Model, data set, task and metric names, checked against the registries."""
+    if config.get("engine", "keras") != "keras":
+        return  # the noisy quadratic model has no model, data set or task to look up
+    from tf_sgd_regimes import data
+    from tf_sgd_regimes import models
+    from tf_sgd_regimes import tasks
+
+    if not config.model.name:
+        raise ConfigError(f"config.model.name is empty; known models: {models.names()}")
+    if not config.data.name:
+        raise ConfigError(f"config.data.name is empty; known data sets: {data.names()}")
+    models.record(config.model.name)  # ConfigError listing the known models
+    data.check_name(config.data.name)
+    model_task = models.task_of(config.model.name)
+    if task is None:
+        return  # the task and its metrics are checked once the data set is loaded
+    if task != model_task:
+        raise ConfigError(
+            f"config.model.name={config.model.name!r} is registered for task {model_task!r} "
+            f"but data set {config.data.name!r} has task {task!r}; use a model registered for "
+            f"{task!r} (register_model(name, build_fn, task={task!r}) also accepts a builder "
+            "that is registered under another name)")
+    if task not in tasks.names():
+        raise ConfigError(f"task {task!r} of data set {config.data.name!r} is unknown; known "
+                          f"tasks: {tasks.names()}")
+    split = split or config.analysis.split
+    known = tasks.metric_names(task, split)
+    # Added by the engine beside the task's own metrics (L2 runs, the noise probe).
+    extra = ["train_data_loss", "noise_scale_init", "noise_scale_mid"]
+    for field in ("selection_metric", "train_metric"):
+        metric = config.analysis[field]
+        if metric not in known + extra:
+            default, _ = tasks.selection(task, split)
+            raise ConfigError(
+                f"config.analysis.{field}={metric!r} is not a metric of task {task!r} on the "
+                f"{split} split; its metrics: {known} (the task's default selection metric "
+                f"is {default!r})")
+    if config.analysis.selection_mode not in ("min", "max"):
+        raise ConfigError(f"config.analysis.selection_mode={config.analysis.selection_mode!r}: "
+                          "use 'min' or 'max'")
+
+
 def _positive_list(values, field: str, integer: bool = False) -> None:
     if not values:
         raise ConfigError(f"{field} is empty")
@@ -242,9 +402,12 @@ def _without(config_dict: dict, fields) -> dict:
     return out
 
 
-def config_hash(config) -> str:
-    """Hash of what a cell's result depends on (grid and run-only fields excluded)."""
+def config_hash(config, data_fingerprint: Optional[dict] = None) -> str:
+    """Hash of what a cell's result depends on (grid and run-only fields excluded), and of
+    the data set's content when its fingerprint (data.fingerprint) is given."""
     plain = _without(to_dict(config), GRID_FIELDS + RUN_ONLY_FIELDS)
+    if data_fingerprint is not None:
+        plain["data_fingerprint"] = data_fingerprint["hash"]
     text = json.dumps(plain, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

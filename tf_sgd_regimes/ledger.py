@@ -26,7 +26,9 @@ A record (a dict) holds:
   steps_done    int
   wall_time_s   float: the pack's wall time divided by its members
   attempt       int: 1 for the first run of the cell, more after a crash
-  config_hash   str: hash of the experiment config (sweep grid excluded)
+  config_hash   str: hash of the experiment config (sweep grid excluded) and of the data
+  data          {"name", "task", "num_train", "num_test", "hash", ...}: the data set's
+                fingerprint (data/base.fingerprint), None for the noisy quadratic model
   versions      {"tf_sgd_regimes", "tensorflow", "keras", "keras_tuner", "python"}
   created       ISO-8601 UTC time
   pack_id       str: which pack trained it

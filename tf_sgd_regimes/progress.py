@@ -58,6 +58,7 @@ class Progress:
         self.done_cells = done_cells
         self.skipped_cells = done_cells
         self.diverged = 0
+        self.failed = 0
         self.work_done = 0.0  # trained in this session, finished packs
         self.stream = stream or sys.stdout
         self.min_interval_s = min_interval_s
@@ -123,7 +124,9 @@ class Progress:
     def line(self, extra: str = "") -> str:
         percent = 100.0 * min(1.0, (self.work_done + self._pack_done) / self.total_work)
         text = (f"[sweep] cells {self.done_cells}/{self.total_cells} "
-                f"diverged {self.diverged}  {percent:5.1f}% of work  "
+                f"diverged {self.diverged}"
+                + (f" failed {self.failed}" if self.failed else "")
+                + f"  {percent:5.1f}% of work  "
                 f"elapsed {format_seconds(self.elapsed())}  ETA {format_seconds(self.eta())}")
         if self.pack_label:
             text += (f"  | {self.pack_label} "
@@ -160,18 +163,21 @@ class Progress:
             self._training = False
         self._pack_done = self._pack_work
 
-    def cell_done(self, diverged: bool = False) -> None:
+    def cell_done(self, diverged: bool = False, failed: bool = False) -> None:
         """One cell of the pack got its record."""
         self.done_cells += 1
         self.session_cells += 1
         self.diverged += int(bool(diverged))
+        self.failed += int(bool(failed))
 
-    def end_pack(self, cells: int, diverged: int, pack_work: float) -> None:
-        """The pack is finished. `cells`/`diverged` count cells not reported by cell_done."""
+    def end_pack(self, cells: int, diverged: int, pack_work: float, failed: int = 0) -> None:
+        """The pack is finished. `cells`/`diverged`/`failed` count cells not reported by
+        cell_done."""
         self.training_done()
         self.done_cells += cells
         self.session_cells += cells
         self.diverged += diverged
+        self.failed += failed
         self.work_done += float(pack_work)
         self.pack_label = ""
         self._pack_done = self._pack_resumed = 0.0

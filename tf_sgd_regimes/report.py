@@ -111,6 +111,9 @@ def generate(workdir: str, config, records=None, out_dir: Optional[str] = None) 
     lines += result["fidelity"]
 
     optimizers = sorted(optimal["optimizer"].unique(), key=lambda o: (_ORDER.get(o, 9), o))
+    resolution = analysis.metric_resolution(records, settings.selection_metric)
+    tied = analysis.ties(cells, settings, resolution)
+    result["ties"] = tied
     for optimizer in optimizers:
         table = tables.optimizer_table(optimal, settings, optimizer)
         table, paper_summary = tables.add_paper(table, settings, optimizer)
@@ -131,6 +134,7 @@ def generate(workdir: str, config, records=None, out_dir: Optional[str] = None) 
             lines.append("WARNING: optimum on the edge of the learning-rate grid at B = "
                          f"{', '.join(map(str, edges['batch_size']))}: widen the sweep's "
                          "effective_lrs there")
+        lines += _ties_text(tied[tied["optimizer"] == optimizer], settings, resolution)
         if kind == "batch_size" and table["batch_size"].nunique() >= 3:
             fit = analysis.regime_breakpoint(records, settings, optimizer)
             result["breakpoints"][optimizer] = fit
@@ -161,6 +165,26 @@ def generate(workdir: str, config, records=None, out_dir: Optional[str] = None) 
                       ["optimizer", "batch_size", "epochs", "optimal_lr_test",
                        "optimal_lr_train"]].astype(str))]
     return _finish(result, lines, out_dir)
+
+
+def _ties_text(tied, settings, resolution: float) -> list:
+    """A warning when learning rates tie on the selection metric (analysis.ties)."""
+    if tied.empty:
+        return []
+    metric = settings.selection_metric
+    within = (f"within one evaluation example (1/{round(1 / resolution)})" if resolution > 0
+              else "exactly")
+    at = "; ".join(f"B = {int(r.batch_size)}"
+                   + (f", {r.epochs:g} epochs" if len(set(tied["epochs"])) > 1 else "")
+                   + f": {', '.join(f'{lr:.4g}' for lr in r.tied_lrs)}"
+                   for r in tied.itertuples())
+    loss = metric.rsplit("_", 1)[0] + "_loss"
+    where = "one slice" if len(tied) == 1 else f"{len(tied)} slices"
+    return [f"WARNING: the optimum is a tie in {where}: several learning rates have best-"
+            f"{settings.best_k} means of {metric} equal {within} ({at}). There the optimal "
+            f"rate and its range follow the grid, not the data. Select on the loss, which "
+            f"does not tie: --config.analysis.selection_metric={loss} "
+            "--config.analysis.selection_mode=min (or evaluate on more examples)"]
 
 
 def _language_bound(config, optimal, settings) -> list:

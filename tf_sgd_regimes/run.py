@@ -3,12 +3,18 @@
     python -m tf_sgd_regimes.run                                  # the embedded default
     python -m tf_sgd_regimes.run --experiment=list                # what can run, and its cost
     python -m tf_sgd_regimes.run --experiment=NAME --workdir=DIR --config.sweep.seeds='(0,1)'
+    python -m tf_sgd_regimes.run --config=path/to/my_experiment.py[:variant] --config.a.b=v
+
+A config file (ml_collections' config_flags convention) defines get_config() (or
+get_config(variant)) and may register its own model and data set, or import a module that
+does (its directory is on the import path): see the README, "Add your own workload".
 
 Re-running a command resumes it. Distributed (keras-tuner chief/worker, shared --workdir):
     python -m tf_sgd_regimes.run --role=chief  --oracle_address=HOST:PORT --workdir=DIR
     python -m tf_sgd_regimes.run --role=worker --oracle_address=HOST:PORT --tuner_id=tuner0 ...
-Exit status: 0 done, 2 bad input (config, data, corrupt ledger), 74 disk full (free space
-and re-run), 75 preempted by SIGTERM (checkpoint saved; re-run to resume).
+Exit status: 0 done, 1 every cell failed (the first failure's error is printed), 2 bad
+input (config, names of model / data set / task / metric, data, corrupt ledger), 74 disk
+full (free space and re-run), 75 preempted by SIGTERM (checkpoint saved; re-run to resume).
 """
 
 import os
@@ -23,6 +29,10 @@ from absl import flags
 _EXPERIMENT = flags.DEFINE_string(
     "experiment", None, "Experiment name; 'list' prints the known ones. Default: "
     "digits_mlp_epoch_budget (embedded, no download).")
+_CONFIG = flags.DEFINE_string(
+    "config", None, "An experiment config file, path/to/file.py[:variant], defining "
+    "get_config() (ml_collections config_flags convention); instead of --experiment. "
+    "--config.a.b=value overrides apply to it as to a named experiment.")
 _LIST = flags.DEFINE_bool("list", False, "Print the experiments with their cost and exit.")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Where the sweep keeps its config, ledger, TensorBoard logs and report. "
@@ -42,6 +52,7 @@ _TUNER_ID = flags.DEFINE_string(
     "worker must reuse it to take its unfinished pack back.")
 
 _CONFIG_PREFIX = "--config."
+EXIT_ALL_FAILED = 1
 
 
 def split_overrides(argv):
@@ -67,8 +78,16 @@ def main(argv, overrides=()):
     if _LIST.value or name == "list":
         print(experiments.describe())
         return 0
+    if _CONFIG.value and _EXPERIMENT.value:
+        print("error: pass --experiment=NAME or --config=FILE.py, not both", file=sys.stderr)
+        return 2
     try:
-        config = experiments.apply_overrides(experiments.get_config(name), overrides)
+        if _CONFIG.value:
+            config = experiments.load_config_file(_CONFIG.value)
+            name = config.name
+        else:
+            config = experiments.get_config(name)
+        config = experiments.apply_overrides(config, overrides)
         experiments.validate(config)
     except experiments.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -88,8 +107,9 @@ def main(argv, overrides=()):
         if _ORACLE_ADDRESS.value:
             distributed.set_address(_ORACLE_ADDRESS.value, _TUNER_ID.value or "")
         role = _ROLE.value or distributed.role_from_env()
-        config, records = launch.run_sweep(config, workdir, role, _TUNER_ID.value,
-                                           _EXTEND_EDGES.value)
+        result = launch.run_sweep(config, workdir, role, _TUNER_ID.value, _EXTEND_EDGES.value,
+                                  report=not _NO_REPORT.value, print_failures=False)
+        config, records = result.config, result.records
     except (experiments.ConfigError, data.DataMissingError, ledger.LedgerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -107,20 +127,24 @@ def main(argv, overrides=()):
         tuner_id = os.environ[distributed.ENV_TUNER_ID]  # run_sweep checked it is set
         print(f"[run] worker {tuner_id} finished: no cells left to hand out", flush=True)
         return 0
-    if not _NO_REPORT.value:
-        from tf_sgd_regimes import report
-
-        result = report.generate(workdir, config, records)
-        print(result["text"], flush=True)
-        print(f"[run] report: {os.path.abspath(os.path.join(result['out_dir'], 'report.txt'))}")
-        for optimizer, paths in sorted(result.get("tables", {}).items()):
+    if result.report is not None:
+        report = result.report
+        print(report["text"], flush=True)
+        print(f"[run] report: {os.path.abspath(os.path.join(report['out_dir'], 'report.txt'))}")
+        for optimizer, paths in sorted(report.get("tables", {}).items()):
             print(f"[run] table ({optimizer}): {os.path.abspath(paths['md'])}")
-        for kind, paths in sorted(result.get("figures", {}).items()):
+        for kind, paths in sorted(report.get("figures", {}).items()):
             png = [p for p in paths if p.endswith(".png")]
             print(f"[run] figure ({kind}): {os.path.abspath((png or paths)[0])}")
     tensorboard = os.path.abspath(os.path.join(workdir, "tensorboard"))
     print(f"[run] TensorBoard: tensorboard --logdir {tensorboard}  (HParams tab: one run per "
           "cell)", flush=True)
+    summary = launch.failure_summary(records, workdir)
+    if summary:
+        print(f"[run] {summary}", file=sys.stderr if result.all_failed else sys.stdout,
+              flush=True)
+    if result.all_failed:
+        return EXIT_ALL_FAILED
     return 0
 
 

@@ -52,13 +52,16 @@ def run_dir(workdir: str, record: dict) -> str:
 
 
 def metric_names(task: str, split: str) -> list:
-    names = {"classification": [f"{split}_accuracy", f"{split}_loss", "train_loss",
-                                "train_accuracy"],
-             "language_model": [f"{split}_perplexity", f"{split}_loss", "train_perplexity",
-                                "train_loss"],
-             "autoencoder": [f"{split}_mse", "train_mse", "train_loss"],
-             # The noisy quadratic model (theory/nqm_engine.py): one loss, and its expectation.
-             "quadratic": [f"{split}_loss", "train_loss", "expected_loss"]}[task]
+    """The HParams dashboard's metrics: the task's own (tasks.metric_names), its selection
+    metric first, so a registered task shows its metrics without an entry here."""
+    if task == "quadratic":
+        # The noisy quadratic model (theory/nqm_engine.py): one loss, and its expectation.
+        names = [f"{split}_loss", "train_loss", "expected_loss"]
+    else:
+        from tf_sgd_regimes import tasks
+
+        first, _ = tasks.selection(task, split)
+        names = [first] + [n for n in tasks.metric_names(task, split) if n != first]
     return [f"final/{n}" for n in names] + ["final/diverged", "final/diverged_step"]
 
 

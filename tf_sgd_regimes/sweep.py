@@ -151,14 +151,19 @@ class Sweep:
             self.dataset = nqm_engine.NQMData(config)
             self._engine = nqm_engine.NQMEngine(config)
             self.strategy = tf.distribute.get_strategy()
+            self.data_fingerprint = None  # the config alone fixes the problem
         else:
             self.dataset = dataset if dataset is not None else load_dataset(config)
             self.strategy = strategy or strategy_lib.get_strategy(config.strategy,
                                                                   config.tpu_address)
+            self.data_fingerprint = data_registry.fingerprint(self.dataset)
         experiments.validate(config, self.dataset.num_train,
-                             strategy_lib.num_replicas(self.strategy))
+                             strategy_lib.num_replicas(self.strategy),
+                             task=self.dataset.task, split=self.dataset.split)
+        # Another data set in this work directory is refused here, before any compute.
+        data_registry.check_workdir_data(workdir, self.data_fingerprint)
         self._config_changed = prepare_workdir(workdir, config)
-        self.config_hash = experiments.config_hash(config)
+        self.config_hash = experiments.config_hash(config, self.data_fingerprint)
         self.tuner_id = tuner_id
         self.is_worker = oracle is not None
         if oracle is None:
@@ -334,7 +339,7 @@ class Sweep:
                     "resumed_from_step": checkpoint.restored_step,
                     "config_hash": self.config_hash, "versions": versions(),
                     "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                    "pack_id": pack_id,
+                    "pack_id": pack_id, "data": self.data_fingerprint,
                 }
                 if results is None:
                     record.update(status="failed", metrics={}, diverged_step=None,
@@ -347,7 +352,8 @@ class Sweep:
                     writers.final(k, cell.cell_id, cell.hparams(), result.metrics,
                                   result.diverged_step, result.steps_done)
                 ledger.append(self.workdir, record, sync=False)
-                progress.cell_done(record["status"] == "diverged")
+                progress.cell_done(record["status"] == "diverged",
+                                   failed=record["status"] == "failed")
                 recorded += 1
                 score = record["metrics"].get(self.config.analysis.selection_metric)
                 self.source.end_trial(pack.trials[cell.cell_id],
