@@ -34,6 +34,7 @@ from tf_sgd_regimes import optimizers
 from tf_sgd_regimes import resume
 from tf_sgd_regimes import schedules
 from tf_sgd_regimes import tasks
+from tf_sgd_regimes.models import layers as model_layers
 from tf_sgd_regimes.models import regularization
 
 
@@ -116,8 +117,11 @@ class _PackRunner:
                                                  f"w{i}") for i, w in enumerate(trainable)]
             self.accumulators = [_replicated_variable(np.zeros([k] + list(w.shape), w.dtype),
                                                       f"a{i}") for i, w in enumerate(trainable)]
-            self.states = [_replicated_variable(np.zeros([k] + list(v.shape), v.dtype),
-                                                f"s{i}") for i, v in enumerate(non_trainable)]
+            # A carried state is kept for the global batch ([K, B, ...], every stream);
+            # each replica reads and writes its own rows (_replica_rows / _all_rows).
+            self.states = [_replicated_variable(
+                np.zeros([k] + self._global_shape(i, v.shape), v.dtype), f"s{i}")
+                for i, v in enumerate(non_trainable)]
             self.base_lrs = _replicated_variable(np.zeros([k], np.float32), "base_lrs")
             self.momenta = _replicated_variable(np.zeros([k], np.float32), "momenta")
             self.seeds = _replicated_variable(np.zeros([k], np.int64), "seeds")
@@ -126,6 +130,13 @@ class _PackRunner:
             self.step = _replicated_variable(np.int64(0), "step")
             self.diverged_at = _replicated_variable(-np.ones([k], np.int64), "diverged_at")
             self.loss_sum = _replicated_variable(np.zeros([k], np.float32), "loss_sum")
+        # Ghost batch norm whose groups span replicas all-reduces inside the model, which
+        # tf.vectorized_map cannot differentiate: such packs run their members one by one.
+        local = None if batch_size is None else batch_size // engine.replicas
+        self.unrolled = any(
+            layer.exchanges_across_replicas(local, engine.replicas)
+            for layer in self.template._flatten_layers()
+            if isinstance(layer, model_layers.GhostBatchNormalization))
         self._train_chunk = tf.function(self._train_chunk_impl, jit_compile=jit_compile,
                                         reduce_retracing=True)
         self._eval_batch = tf.function(self._eval_batch_impl, reduce_retracing=True)
@@ -139,7 +150,10 @@ class _PackRunner:
         for i, variable in enumerate(self.weights):
             variable.assign(_stack([f.trainable_variables[i] for f in fresh]))
         for i, variable in enumerate(self.states):
-            variable.assign(_stack([f.non_trainable_variables[i] for f in fresh]))
+            if self._is_carried(i):  # zero at the start, and shaped by the global batch
+                variable.assign(tf.zeros_like(variable))
+            else:
+                variable.assign(_stack([f.non_trainable_variables[i] for f in fresh]))
         for accumulator in self.accumulators:
             accumulator.assign(tf.zeros_like(accumulator))
         self.base_lrs.assign([m.learning_rate for m in members])
@@ -150,6 +164,13 @@ class _PackRunner:
         self.step.assign(0)
         self.diverged_at.assign(-np.ones([self.num_members], np.int64))
         self.loss_sum.assign(np.zeros([self.num_members], np.float32))
+
+    def _global_shape(self, j: int, shape) -> list:
+        """A state's shape with the rows of every replica (the template has one replica's)."""
+        shape = list(shape)
+        if self._is_carried(j):
+            shape[0] *= self.engine.replicas
+        return shape
 
     def member_weights(self, k: int) -> list:
         """Member k's trainable weights as numpy arrays, in the template's order."""
@@ -196,11 +217,17 @@ class _PackRunner:
         global_batch = tf.cast(batch_size, tf.float32)
         x, y = engine.sampler.train_batch(indices, i, batch_size, replica, replicas,
                                           self.step, self.seeds, fetched)
+        if self.static_batch is not None:  # layers (ghost BN) decide on the static shape
+            x, y = (tf.ensure_shape(t, [None, self.static_batch // replicas]
+                                    + [None] * (len(t.shape) - 2)) for t in (x, y))
         weights = [w.read_value() for w in self.weights]
         states = [s.read_value() for s in self.states]
         if self.train_state_index:
             states = engine.sampler.reset_carried_state(states, self.train_state_index,
                                                         self.step, batch_size)
+        # Each replica runs the streams of its rows (the template is shaped for them).
+        local_states = [_replica_rows(s, replica, replicas) if self._is_carried(j) else s
+                        for j, s in enumerate(states)]
         template = self.template
 
         def member_loss(args):
@@ -212,7 +239,8 @@ class _PackRunner:
 
         with tf.GradientTape() as tape:
             tape.watch(weights)
-            data_sums, new_states = _map_members(member_loss, (weights, states, x, y))
+            data_sums, new_states = _map_members(member_loss, (weights, local_states, x, y),
+                                                 unrolled=self.unrolled)
             # Scaled by the global batch: gradients are summed across replicas below.
             losses = data_sums / global_batch
             l2 = float(config.l2)
@@ -225,8 +253,11 @@ class _PackRunner:
         if replicas > 1:
             grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
             losses = context.all_reduce(tf.distribute.ReduceOp.SUM, losses)
-            new_states = [context.all_reduce(tf.distribute.ReduceOp.MEAN, s)
-                          if s.dtype.is_floating and not self._is_carried(j) else s
+            new_states = [_all_rows(context, s, replica, replicas)
+                          if j in self.train_state_index
+                          else states[j] if j in self.eval_state_index  # untouched
+                          else context.all_reduce(tf.distribute.ReduceOp.MEAN, s)
+                          if s.dtype.is_floating else s
                           for j, s in enumerate(new_states)]
         clip = float(config.train.clip_grad_norm)
         if clip > 0:
@@ -252,6 +283,10 @@ class _PackRunner:
         """Per-member sums [K, 3] over a whole split, no augmentation."""
         totals = np.zeros([self.num_members, len(tasks.SUM_NAMES)], np.float64)
         states = [s.read_value() for s in self.states]
+        if self.eval_state_index:  # the evaluation streams' state: [K, eval batch, ...]
+            streams = self.engine.eval_batch_size
+            states = [tf.zeros([s.shape[0], streams] + s.shape[2:], s.dtype)
+                      if j in self.eval_state_index else s for j, s in enumerate(states)]
         for x, y, weights, carry in self.engine.sampler.eval_batches(split, self.engine):
             if not carry and self.eval_state_index:  # a new pass: fresh carried state
                 states = [tf.zeros_like(s) if j in self.eval_state_index else s
@@ -266,9 +301,9 @@ class _PackRunner:
         per_replica = strategy.run(self._replica_eval, args=(x, y, weights, states))
         sums, new_states = per_replica
         sums = strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
-        new_states = [strategy.reduce(tf.distribute.ReduceOp.MEAN, s, axis=None)
-                      if s.dtype.is_floating else
-                      strategy.experimental_local_results(s)[0] for s in new_states]
+        # Every replica returns the same states (carried rows reassembled, the rest
+        # untouched by an inference call): any one copy is the value.
+        new_states = [strategy.experimental_local_results(s)[0] for s in new_states]
         return sums, new_states
 
     def _replica_eval(self, x, y, weights_mask, states):
@@ -288,16 +323,27 @@ class _PackRunner:
             return tasks.eval_sums(task, outputs, y, x, weights_mask), new_states
 
         weights = [w.read_value() for w in self.weights]
-        return _map_members(member_eval, (weights, list(states)))
+        local_states = [_replica_rows(s, replica, replicas) if self._is_carried(j) else s
+                        for j, s in enumerate(states)]
+        sums, new_states = _map_members(member_eval, (weights, local_states))
+        new_states = [_all_rows(context, s, replica, replicas) if j in self.eval_state_index
+                      else states[j] for j, s in enumerate(new_states)]
+        return sums, new_states
 
 
-def _map_members(fn, stacked):
+def _map_members(fn, stacked, unrolled: bool = False):
     """Vectorised over the member axis (member_map.vectorize); a pack of one calls `fn` directly.
 
     Big models train one member per pack, and for them the vectorisation machinery is pure
-    overhead (and turns an LSTM's loop into a converted while_loop).
+    overhead (and turns an LSTM's loop into a converted while_loop). `unrolled` calls `fn`
+    once per member instead (for a model with collectives inside, which pfor cannot map).
     """
     members = tf.nest.flatten(stacked)[0].shape[0]
+    if unrolled and members != 1:
+        flat = [tf.unstack(t, members) for t in tf.nest.flatten(stacked)]
+        outs = [fn(tf.nest.pack_sequence_as(stacked, [parts[k] for parts in flat]))
+                for k in range(members)]
+        return tf.nest.map_structure(lambda *parts: tf.stack(parts), *outs)
     if members != 1:
         # member_map.vectorize: tf.vectorized_map that XLA compiles once per shape and
         # that runs a pack's convolutions as one grouped convolution per layer.
@@ -314,6 +360,31 @@ def _indices_of(variables, chosen) -> tuple:
             for v in (item if isinstance(item, (tuple, list)) else (item,))]
     chosen_ids = {id(v) for v in flat}
     return tuple(j for j, v in enumerate(variables) if id(v) in chosen_ids)
+
+
+def _replica_rows(state, replica, replicas: int):
+    """A replica's rows (streams) of a carried state [K, B, ...]: rows [r B/R, (r+1) B/R),
+    the streams whose tokens it holds (streams.stream_batch gives it the same rows)."""
+    if replicas == 1:
+        return state
+    local = state.shape[1] // replicas
+    begin = [0, tf.cast(replica, tf.int32) * local] + [0] * (len(state.shape) - 2)
+    return tf.slice(state, begin, [state.shape[0], local] + list(state.shape[2:]))
+
+
+def _all_rows(context, local_state, replica, replicas: int):
+    """Reassembles a carried state [K, B, ...] from every replica's rows [K, B/R, ...].
+
+    Each replica places its rows in a zero tensor of the global shape and one all-reduce
+    adds them (x + 0 is exact), which every strategy supports. The placing uses static
+    shapes only (a select per replica block, no padding by a run-time amount) for XLA.
+    """
+    if replicas == 1:
+        return local_state
+    zeros = tf.zeros_like(local_state)
+    placed = tf.concat([tf.where(tf.equal(replica, r), local_state, zeros)
+                        for r in range(replicas)], axis=1)
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, placed)
 
 
 def _per_member_sq(tensor):
@@ -390,8 +461,10 @@ class ShuffleSampler:
         if self.dataset.augment is not None:
             # Per member, from its own seed: unrolled because stateless random ops with a
             # per-member seed do not vectorise.
-            replica64 = tf.cast(replica, tf.int64)
-            x = tf.stack([self.dataset.augment(x[k], tf.stack([seeds[k], step * 1024 + replica64]))
+            # Drawn for the global batch and sliced, so replicas do not change the draws.
+            rows = (tf.cast(replica, tf.int32) * local, batch_size)
+            x = tf.stack([self.dataset.augment(x[k], tf.stack([seeds[k], step * 1024]),
+                                               rows=rows)
                           for k in range(members)])
         return x, y
 
@@ -531,12 +604,22 @@ class Engine:
         return model_registry.get_model(name, self.dataset.input_shape,
                                         self.dataset.num_outputs, seed=seed, **fields)
 
+    def _ghost_batch_sizes(self) -> set:
+        """The ghost sizes of the model's ghost batch norms (none: an empty set)."""
+        if not hasattr(self, "_ghost_sizes"):
+            model = self.build_model(seed=0)
+            self._ghost_sizes = {layer.ghost_batch_size for layer in model._flatten_layers()
+                                 if isinstance(layer, model_layers.GhostBatchNormalization)}
+        return self._ghost_sizes
+
     def _runner(self, num_members: int, batch_size: int) -> _PackRunner:
         # XLA (and so a TPU) needs static shapes, and an LSTM's carried state is shaped by
         # the batch; any other model keeps the batch dynamic so one trace serves every B.
         jit = use_xla(self.config, self.strategy, batch_size)
+        # Ghost BN on several replicas: a known batch tells which groups stay on one replica.
         static = (jit or self.dataset.ordering == "streams"
-                  or isinstance(self.strategy, tf.distribute.TPUStrategy))
+                  or isinstance(self.strategy, tf.distribute.TPUStrategy)
+                  or (self.replicas > 1 and bool(self._ghost_batch_sizes())))
         if (jit and num_members > 1 and self.dataset.ordering == "streams"
                 and not isinstance(self.strategy, tf.distribute.TPUStrategy)):
             # Vectorising the LSTM's time loop over members makes TensorLists that XLA
@@ -572,6 +655,9 @@ class Engine:
           should_stop: polled after every chunk; True saves a checkpoint and raises
             Preempted (e.g. on SIGTERM).
         """
+        if batch_size % self.replicas and self.dataset.ordering != "streams":
+            for size in self._ghost_batch_sizes():  # the ghost-BN message names its size
+                model_layers.check_layout(batch_size, self.replicas, size)
         if batch_size % self.replicas:
             raise ValueError(f"batch size {batch_size} is not divisible by the "
                              f"{self.replicas} replicas; the batch size is the global batch: "

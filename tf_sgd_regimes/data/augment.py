@@ -7,7 +7,7 @@ import tensorflow as tf
 PADDING_MODES = ("constant", "reflect")
 
 
-def pad_crop_flip(images, seed, pad: int = 4, padding: str = "constant"):
+def pad_crop_flip(images, seed, pad: int = 4, padding: str = "constant", rows=None):
     """Pads each image by `pad` pixels, takes a random crop of the original size, flips half.
 
     Every example draws its own crop offset and flip from the stateless seed, so the result
@@ -23,6 +23,9 @@ def pad_crop_flip(images, seed, pad: int = 4, padding: str = "constant"):
       seed: shape-[2] integer tensor, e.g. derived from (member seed, step).
       pad: pixels added on each side (4 for CIFAR).
       padding: "constant" (zeros) or "reflect" (mirror, as in Zagoruyko & Komodakis 2016).
+      rows: None, or (first, total): `images` are rows [first, first + len) of a batch of
+        `total` and get the crops and flips that batch's rows would get, so that a batch
+        split over replicas is augmented exactly as on one device.
 
     Returns:
       Tensor with the shape and dtype of `images`.
@@ -35,12 +38,16 @@ def pad_crop_flip(images, seed, pad: int = 4, padding: str = "constant"):
         raise ValueError("pad_crop_flip needs static image height and width")
     seed = tf.convert_to_tensor(seed)
     batch = tf.shape(images)[0]
+    first, total = (0, batch) if rows is None else rows
     offset_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     # Offsets in [0, 2*pad]: the crop window's top-left corner inside the padded image.
     offsets = tf.random.stateless_uniform(
-        [batch, 2], offset_seed, minval=0, maxval=2 * pad + 1, dtype=tf.int32
+        [total, 2], offset_seed, minval=0, maxval=2 * pad + 1, dtype=tf.int32
     )
-    flips = tf.random.stateless_uniform([batch], flip_seed, minval=0, maxval=2, dtype=tf.int32)
+    flips = tf.random.stateless_uniform([total], flip_seed, minval=0, maxval=2, dtype=tf.int32)
+    if rows is not None:  # tf.slice: a run-time start with a static size suits XLA
+        offsets = tf.slice(offsets, [first, 0], [batch, 2])
+        flips = tf.slice(flips, [first], [batch])
     padded = tf.pad(
         images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode=padding.upper()
     )

@@ -45,7 +45,9 @@ class Dataset:
         epoch, from its seed) or "streams" (the token stream split into B parallel streams,
         consecutive windows of `unroll` tokens, no shuffling).
       unroll: window length for ordering="streams".
-      augment: optional train-time augmentation, a TF function (x_batch, seed[2]) -> x_batch.
+      augment: optional train-time augmentation, a TF function (x_batch, seed[2], rows=None)
+        -> x_batch; rows=(first, total) says x_batch is rows [first, ...) of a batch of
+        `total` (one replica's share), to be augmented as that batch's rows would be.
       split: "test" or "validation": which split test_x/test_y hold (reports say which).
       info: free-form provenance (source, citation, preprocessing).
     """

@@ -37,8 +37,17 @@ class GhostBatchNormalization(keras.layers.Layer):
     The batch dimension may be unknown until run time (one trace for several batch sizes):
     then (and for a static batch that is not a whole number of groups) statistics come from
     segment sums over each example's group index. A static batch of whole groups takes a
-    reshape-and-reduce path; both have static shapes for XLA when the batch is static. Under
-    tf.distribute each replica calls the layer on its local batch, so groups are per replica.
+    reshape-and-reduce path; both have static shapes for XLA when the batch is static.
+
+    Groups are cut from the *global* batch, whatever the number of replicas (the paper's
+    ghost batch is a property of the member's batch, not of the hardware). Under
+    tf.distribute replica r of R holds examples [r n, (r + 1) n) of the global batch B = R n
+    (the engine's layout). When every replica holds whole groups (n a multiple of the
+    ghost size) the groups are local and nothing is exchanged. Otherwise each replica
+    writes the sums of its examples into their groups' rows of a [groups, C] tensor and one
+    all-reduce adds them (a second one for the centred squares), so a group split across
+    replicas gets the statistics of all its examples: the same numbers as on one device.
+    `check_layout` refuses a global batch that the replicas cannot split evenly.
 
     Args:
       ghost_batch_size: examples per statistics group; None for the whole batch.
@@ -84,6 +93,14 @@ class GhostBatchNormalization(keras.layers.Layer):
             trainable=False, autocast=False, aggregation="mean",
         )
 
+    def exchanges_across_replicas(self, local_batch: Optional[int], replicas: int) -> bool:
+        """Whether a training call needs the all-reduce: some ghost group spans replicas
+        (or, with the batch unknown until run time, might)."""
+        size = self.ghost_batch_size
+        if replicas == 1:
+            return False
+        return local_batch is None or size is None or local_batch % size != 0
+
     def _group_ids(self, batch):
         """Group index of each example and the number of groups (int if batch is static)."""
         if self.ghost_batch_size is None:
@@ -105,8 +122,13 @@ class GhostBatchNormalization(keras.layers.Layer):
 
         static_batch = x.shape[0]
         size = self.ghost_batch_size
-        if static_batch is not None and (size is None or static_batch % size == 0
-                                         or static_batch < size):
+        context = tf.distribute.get_replica_context()
+        replicas = 1 if context is None else int(context.num_replicas_in_sync)
+        if self.exchanges_across_replicas(static_batch, replicas):
+            # A ghost group spans replicas (or the layout is only known at run time).
+            outputs, group_mean, group_variance = self._normalize_across_replicas(x, context)
+        elif static_batch is not None and (size is None or static_batch % size == 0
+                                           or static_batch < size):
             outputs, group_mean, group_variance = self._normalize_reshaped(x)
         else:
             outputs, group_mean, group_variance = self._normalize_segments(x)
@@ -156,6 +178,47 @@ class GhostBatchNormalization(keras.layers.Layer):
         scale = tf.math.rsqrt(example_variance + self.epsilon) * self.gamma
         return centered * scale[tuple(expand)] + self.beta, group_mean, group_variance
 
+    def _normalize_across_replicas(self, x, context):
+        """Groups of the global batch: each replica's group sums, all-reduced over replicas.
+
+        Every replica ends with the statistics of every group, so the moving averages are
+        the same on all of them (and the same as on one device).
+        """
+        replicas = int(context.num_replicas_in_sync)
+        local = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
+        global_batch = local * replicas
+        size = self.ghost_batch_size
+        if size is None:
+            groups = 1
+        elif isinstance(global_batch, int):
+            groups = max(global_batch // size, 1)
+        else:
+            groups = tf.maximum(global_batch // size, 1)
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+        positions = replica * local + tf.range(local)  # this replica's examples, globally
+        ids = (tf.zeros_like(positions) if size is None
+               else tf.minimum(positions // size, groups - 1))
+        reduce_axes = list(range(1, len(x.shape) - 1))
+        points = float(np.prod(x.shape[1:-1])) if reduce_axes else 1.0
+
+        def group_sums(per_example):
+            # Rows of groups this replica does not touch stay zero: the all-reduce adds
+            # each group's partial sums from the replicas that share it.
+            return context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                      tf.math.unsorted_segment_sum(per_example, ids, groups))
+
+        per_example = tf.reduce_sum(x, axis=reduce_axes) if reduce_axes else x
+        counts = tf.math.unsorted_segment_sum(tf.ones_like(ids, tf.float32), ids, groups)
+        counts = context.all_reduce(tf.distribute.ReduceOp.SUM, counts)[:, None] * points
+        group_mean = group_sums(per_example) / counts
+        expand = [slice(None)] + [None] * len(reduce_axes) + [slice(None)]
+        centered = x - tf.gather(group_mean, ids)[tuple(expand)]
+        squares = (tf.reduce_sum(tf.square(centered), axis=reduce_axes) if reduce_axes
+                   else tf.square(centered))
+        group_variance = group_sums(squares) / counts
+        scale = tf.math.rsqrt(tf.gather(group_variance, ids) + self.epsilon) * self.gamma
+        return centered * scale[tuple(expand)] + self.beta, group_mean, group_variance
+
     def compute_output_shape(self, input_shape):
         return input_shape
 
@@ -185,6 +248,50 @@ class SkipInitScale(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+class ReplicaDropout(keras.layers.Dropout):
+    """Dropout whose mask is drawn for the global batch; replica r keeps rows [r n, (r + 1) n).
+
+    Keras' Dropout draws a mask for the tensor it is given from the layer's seed, so under
+    tf.distribute every replica would draw the same mask for its own examples: a cell's
+    result would depend on the replica count, and examples on different replicas would
+    share masks. Here the mask of the whole batch is drawn (the same numbers on every
+    replica and on one device) and each replica keeps its rows.
+    """
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0:
+            return inputs
+        context = tf.distribute.get_replica_context()
+        replicas = 1 if context is None else int(context.num_replicas_in_sync)
+        shape = tf.shape(inputs)
+        local = shape[0]
+        seed = tf.cast(self.seed_generator.next(), tf.int32)
+        noise = tf.random.stateless_uniform(tf.concat([[local * replicas], shape[1:]], 0),
+                                            seed)
+        if replicas > 1:
+            first = tf.cast(context.replica_id_in_sync_group, tf.int32) * local
+            rank = len(inputs.shape)
+            noise = tf.slice(noise, tf.concat([[first], tf.zeros([rank - 1], tf.int32)], 0),
+                             shape)
+        keep = noise >= self.rate
+        return tf.where(keep, inputs / (1.0 - self.rate), tf.zeros_like(inputs))
+
+
+def check_layout(batch_size: int, replicas: int, ghost_batch_size: Optional[int]) -> None:
+    """Refuses, before any compute, a global batch the replicas cannot share out evenly.
+
+    Ghost groups are cut from the global batch, and replica r holds examples
+    [r B/R, (r + 1) B/R); every other layout (groups spanning replicas included) is handled
+    by `GhostBatchNormalization`.
+    """
+    if replicas > 1 and batch_size % replicas:
+        raise ValueError(
+            f"ghost batch norm: batch size {batch_size} cannot be split over {replicas} "
+            f"replicas (ghost batch size {ghost_batch_size}); each replica must hold "
+            f"B / {replicas} consecutive examples. Pick config.sweep.batch_sizes that are "
+            f"multiples of {replicas}")
 
 
 NORMALIZATIONS = ("batch_norm", "skipinit")

@@ -80,7 +80,7 @@ class LanguageModel(keras.Model):
             for i in range(num_layers)
         ]
         self.dropouts = [
-            keras.layers.Dropout(dropout_rate, seed=next(seeds), name=f"dropout_{i}")
+            model_layers.ReplicaDropout(dropout_rate, seed=next(seeds), name=f"dropout_{i}")
             for i in range(num_layers + 1)
         ]
         self.softmax = keras.layers.Dense(

@@ -134,7 +134,7 @@ def build(
     x = builder.preactivation(x, "final")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     if dropout_rate > 0:
-        x = keras.layers.Dropout(dropout_rate, seed=next(builder.seeds), name="dropout")(x)
+        x = model_layers.ReplicaDropout(dropout_rate, seed=next(builder.seeds), name="dropout")(x)
     outputs = keras.layers.Dense(
         num_outputs,
         kernel_initializer=keras.initializers.GlorotUniform(seed=next(builder.seeds)),
