@@ -2,7 +2,7 @@
 
     python -m tf_sgd_regimes.run            # same as --experiment=digits_mlp_epoch_budget
 
-Cost: about 2 minutes on 2 CPU cores (no download, no accelerator; BENCHMARKS.md); seconds on a TPU.
+Cost: under a minute on 2 CPU cores (no download, no accelerator; BENCHMARKS.md); seconds on a TPU.
 2 optimizers x 11 batch sizes (1..1024) x 13 effective learning rates x 3 seeds = 858 cells,
 trained as 11 packs of 78 members (one pack per batch size: both optimizers, every learning
 rate and seed side by side).
@@ -15,7 +15,7 @@ def get_config():
     config = common.base_config()
     config.name = "digits_mlp_epoch_budget"
     config.description = "MLP on sklearn digits, constant epoch budget, SGD vs Momentum"
-    config.cost = "~2 min on 2 CPU cores"
+    config.cost = "~1 min on 2 CPU cores"
     config.data.name = "digits"
     config.data.test_fraction = 0.2
     config.data.split_seed = 0

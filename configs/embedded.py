@@ -10,8 +10,8 @@ seconds to a minute, where dispatch, not FLOPs, bounds such small models (an est
 
 | experiment | family | cells | 2 CPU cores |
 |---|---|---|---|
-| digits_cnn_epoch_budget | small CNN, sklearn digits, 10 epochs | 2 x 6 x 10 x 3 = 360 | ~8 min |
-| digits_wrn_epoch_budget | WRN-10-1 + ghost BN (16), 10 epochs | 2 x 3 x 7 x 3 = 126 | ~14 min |
+| digits_cnn_epoch_budget | small CNN, sklearn digits, 10 epochs | 2 x 6 x 10 x 3 = 360 | ~1.5 min |
+| digits_wrn_epoch_budget | WRN-10-1 + ghost BN (16), 10 epochs | 2 x 3 x 7 x 3 = 126 | ~4 min |
 | digits_autoencoder_epoch_budget | 64-32-8-32-64 autoencoder, 20 ep. | 2x6x12x3 = 432 | ~1 min |
 | synthetic_lstm_epoch_budget | 1-layer LSTM, Markov language, 6 ep. | 2x5x14x3 = 420 | ~6 min |
 
@@ -40,7 +40,7 @@ def digits_cnn_epoch_budget():
     """Small CNN on 8x8 digits, 10 epochs (the WRN family's classification setting)."""
     config = _base("digits_images", dict(name="small_cnn", filters=(8, 16)))
     config.description = "small CNN on sklearn digits, 10 epochs, SGD vs Momentum"
-    config.cost = "~8 min on 2 CPU cores"
+    config.cost = "~1.5 min on 2 CPU cores"
     config.l2 = 5e-4
     config.budget.epochs = 10.0
     config.sweep.batch_sizes = tuple(2**i for i in range(3, 9))  # 8 .. 256
@@ -55,7 +55,7 @@ def digits_wrn_epoch_budget():
     config = _base("digits_images", dict(name="small_wrn", depth=10, width=1,
                                          normalization="batch_norm", ghost_batch_size=16))
     config.description = "WRN-10-1 (ghost BN 16) on sklearn digits, 10 epochs, SGD vs Momentum"
-    config.cost = "~14 min on 2 CPU cores"
+    config.cost = "~4 min on 2 CPU cores"
     # 1,437 training images: ghost batches of 16 keep the BN noise of the paper's 64/50k.
     config.l2 = 5e-4
     config.l2_scope = "all"
