@@ -26,6 +26,20 @@ from tf_sgd_regimes import summaries
 from tf_sgd_regimes import sweep as sweep_lib
 from tf_sgd_regimes import tasks
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _registries_restored():
+    """What this module registers stays in this module: another test file run later in
+    the same worker (e.g. the README's experiment table check) sees the package's own."""
+    experiments.names()  # the package's experiments are found on first use: find them now
+    saved = [(registry, dict(registry)) for registry in
+             (experiments._EXPERIMENTS, models._MODELS, data._DATASETS, tasks._REGISTERED)]
+    yield
+    for registry, entries in saved:
+        registry.clear()
+        registry.update(entries)
+
+
 # A model builder, two numpy data sets and an experiment config, as a user writes them.
 WORKLOAD = '''
 import keras
