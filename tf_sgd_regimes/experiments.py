@@ -43,14 +43,16 @@ def register_experiment(name: str, get_config_fn: Callable[[], ml_collections.Co
     if not callable(get_config_fn):
         raise ConfigError(f"register_experiment({name!r}): get_config_fn must be callable")
     old = _EXPERIMENTS.get(name)
-    if (old is not None and not replace and _origin(old) != _origin(get_config_fn)):
-        raise ConfigError(f"experiment {name!r} is already registered ({_origin(old)}); pick "
+    if (old is not None and not replace and origin(old) != origin(get_config_fn)):
+        raise ConfigError(f"experiment {name!r} is already registered ({origin(old)}); pick "
                          "another name or pass replace=True")
     _EXPERIMENTS[name] = get_config_fn
     return name
 
 
-def _origin(fn) -> str:
+def origin(fn) -> str:
+    """Where a registered function comes from (module.qualname): re-registering from the
+    same origin (a re-run notebook cell or file) is allowed, another origin is a clash."""
     fn = getattr(fn, "func", fn)  # a functools.partial names its function
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 

@@ -19,7 +19,7 @@ from typing import Callable, Mapping, Optional, Tuple
 
 import tensorflow as tf
 
-from tf_sgd_regimes.experiments import ConfigError  # exit status 2 on the command line
+from tf_sgd_regimes.experiments import ConfigError, origin  # ConfigError: exit status 2
 
 # The metric each task selects on by default, and whether higher is better.
 SELECTION = {
@@ -247,16 +247,13 @@ def register_task(task: Task, replace: bool = False) -> str:
     if not isinstance(task, Task):
         raise TypeError(f"register_task takes a tasks.Task, got {type(task).__name__}")
     old = _REGISTERED.get(task.name)
-    if old is not None and old != task and _origin(old.loss) != _origin(task.loss) \
+    if old is not None and old != task and origin(old.loss) != origin(task.loss) \
             and not replace:
         raise ConfigError(f"task {task.name!r} is already registered with another loss "
-                         f"({_origin(old.loss)}); pick another name or pass replace=True")
+                         f"({origin(old.loss)}); pick another name or pass replace=True")
     _REGISTERED[task.name] = task
     return task.name
 
-
-def _origin(fn) -> str:
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def names() -> list:

@@ -18,7 +18,7 @@ from tf_sgd_regimes.data import ptb
 from tf_sgd_regimes.data import streamed
 from tf_sgd_regimes.data import synthetic_language
 from tf_sgd_regimes.data import tfds_images
-from tf_sgd_regimes.experiments import ConfigError  # exit status 2 on the command line
+from tf_sgd_regimes.experiments import ConfigError, origin  # ConfigError: exit status 2
 
 Dataset = base.Dataset
 StreamedDataset = streamed.StreamedDataset
@@ -58,16 +58,13 @@ def register_dataset(name: str, loader: Union[Callable, "Dataset", "StreamedData
     # Re-running the cell or file that registered it is fine; a clash of two is not.
     rerun = old is not None and (
         hasattr(old, "registered") and hasattr(loader, "registered")
-        or _origin(old) == _origin(loader))
+        or origin(old) == origin(loader))
     if old is not None and not rerun and not replace:
         raise ConfigError(f"data set {name!r} is already registered with another loader "
-                         f"({_origin(old)}); pick another name or pass replace=True")
+                         f"({origin(old)}); pick another name or pass replace=True")
     _DATASETS[name] = loader
     return name
 
-
-def _origin(fn) -> str:
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 # The package's data sets: one line each.

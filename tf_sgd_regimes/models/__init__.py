@@ -19,7 +19,7 @@ import dataclasses
 import inspect
 from typing import Callable, Optional
 
-from tf_sgd_regimes.experiments import ConfigError  # exit status 2 on the command line
+from tf_sgd_regimes.experiments import ConfigError, origin  # ConfigError: exit status 2
 from tf_sgd_regimes.models import autoencoder
 from tf_sgd_regimes.models import lstm_lm
 from tf_sgd_regimes.models import mlp
@@ -86,15 +86,12 @@ def register_model(name: str, build_fn: Callable, task="classification",
     record = ModelRecord(build_fn, task, tiny_config)
     old = _MODELS.get(name)
     # Re-running the cell or file that registered it is fine; a clash of two is not.
-    if old is not None and _origin(old.build) != _origin(build_fn) and not replace:
+    if old is not None and origin(old.build) != origin(build_fn) and not replace:
         raise ConfigError(f"model {name!r} is already registered with another builder "
-                         f"({_origin(old.build)}); pick another name or pass replace=True")
+                         f"({origin(old.build)}); pick another name or pass replace=True")
     _MODELS[name] = record
     return name
 
-
-def _origin(fn) -> str:
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 # The package's models: one line each.
