@@ -27,10 +27,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_sgd_regimes import experiments
 from tf_sgd_regimes import ledger
 from tf_sgd_regimes import member_map
 from tf_sgd_regimes import models as model_registry
 from tf_sgd_regimes import optimizers
+from tf_sgd_regimes import progress
 from tf_sgd_regimes import resume
 from tf_sgd_regimes import schedules
 from tf_sgd_regimes import tasks
@@ -553,6 +555,11 @@ def make_sampler(dataset, strategy, config):
 # grouped convolution is many times slower than oneDNN's), and so do LSTMs (no XLA form
 # packed) and unmeasured models.
 XLA_AUTO_MAX_BATCH = {"mlp": 4, "small_autoencoder": 4}
+# How much faster those XLA packs train than the same work without XLA (BENCHMARKS, "the
+# auto table": 2.0-2.3x for the MLP and autoencoder at B <= 4). The progress ETA prices
+# work at one rate, so a sweep whose first packs ran under XLA read about half the time
+# left until it learnt the slower rate.
+XLA_AUTO_SPEEDUP = 2.0
 
 
 def use_xla(config, strategy, batch_size: Optional[int] = None) -> bool:
@@ -572,6 +579,17 @@ def use_xla(config, strategy, batch_size: Optional[int] = None) -> bool:
     # One compiled function cannot span a mirrored strategy's several devices.
     return (batch_size is not None and batch_size <= largest
             and strategy.num_replicas_in_sync == 1)
+
+
+def cell_work(config, strategy, steps: int, batch_size: int) -> float:
+    """The progress cost model of a cell: progress.cell_work, less for a pack that `auto`
+    compiles with XLA on CPU (where it was measured to run faster)."""
+    work = progress.cell_work(steps, batch_size)
+    automatic = experiments.tri_state(config.train.jit_compile, "train.jit_compile") == "auto"
+    if (automatic and not isinstance(strategy, tf.distribute.TPUStrategy)
+            and use_xla(config, strategy, batch_size)):
+        work /= XLA_AUTO_SPEEDUP
+    return work
 
 
 class Engine:
@@ -603,6 +621,9 @@ class Engine:
             fields["eval_batch_size"] = self.eval_batch_size // self.replicas
         return model_registry.get_model(name, self.dataset.input_shape,
                                         self.dataset.num_outputs, seed=seed, **fields)
+
+    def cell_work(self, steps: int, batch_size: int) -> float:
+        return cell_work(self.config, self.strategy, steps, batch_size)
 
     def _ghost_batch_sizes(self) -> set:
         """The ghost sizes of the model's ghost batch norms (none: an empty set)."""

@@ -250,8 +250,10 @@ class Sweep:
 
     def _cell_work(self, steps: int, batch_size: int) -> float:
         """The engine's cost model of a cell (progress_lib.cell_work unless it has its own)."""
-        model = getattr(self._engine, "cell_work", None) if self._engine is not None else None
-        return (model or progress_lib.cell_work)(steps, batch_size)
+        if self._engine is None:  # the TF engine, built lazily: its model needs no instance
+            return engine_lib.cell_work(self.config, self.strategy, steps, batch_size)
+        model = getattr(self._engine, "cell_work", progress_lib.cell_work)
+        return model(steps, batch_size)
 
     def _save_oracle(self) -> None:
         """The local oracle saves its state now and then (grid.PackedGridOracle); a
