@@ -53,15 +53,36 @@ def run_cli(workdir, *extra, timeout=300, **kwargs):
 
 
 def ledger_files(workdir):
-    return sorted(glob.glob(os.path.join(workdir, "ledger", "*.json")))
+    """The ledger's record files: one segment per pack (older work directories: per cell)."""
+    return sorted(glob.glob(os.path.join(str(workdir), "ledger", "seg-*.jsonl"))
+                  + glob.glob(os.path.join(str(workdir), "ledger", "*.json")))
+
+
+def record_count(workdir):
+    """Records on disk, duplicates included (a line per record; cheap enough to poll)."""
+    count = 0
+    for path in ledger_files(workdir):
+        with open(path, "rb") as f:
+            # A segment: a header line, then a line per record.
+            count += f.read().count(b"\n") - 1 if path.endswith(".jsonl") else 1
+    return count
+
+
+def records_on_disk(workdir):
+    """Every record in every ledger file, in file order, duplicates included."""
+    out = []
+    for path in ledger_files(workdir):
+        with open(path) as f:
+            lines = f.read().splitlines()
+        out.extend(json.loads(line) for line in lines[path.endswith(".jsonl"):])
+    return out
 
 
 def read_records(workdir):
-    out = {}
-    for path in ledger_files(workdir):
-        with open(path) as f:
-            record = json.load(f)
-        out[record["cell_id"]] = record
+    """cell_id -> record; fails if any cell has more than one record on disk."""
+    records = records_on_disk(workdir)
+    out = {r["cell_id"]: r for r in records}
+    assert len(out) == len(records), "a cell has more than one record"
     return out
 
 

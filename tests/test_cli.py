@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from tf_sgd_regimes import ledger
 
 TINY = ["--config.model.hidden=(16,)", "--config.budget.epochs=1",
         "--config.sweep.batch_sizes=(64,128)", "--config.sweep.effective_lrs=(0.0625,0.25,1.0)",
@@ -103,7 +104,7 @@ def test_tiny_full_run_prints_table_and_paths(tmp_path):
     runs = [d for d, _, files in os.walk(tensorboard.group(1))  # <optimizer>_B<B>/<cell>
             if d != tensorboard.group(1) and any("tfevents" in f for f in files)]
     assert len(runs) == 24
-    assert len(os.listdir(workdir / "ledger")) == 24
+    assert len(ledger.read(str(workdir))) == 24
 
     # A different config in the same work directory is refused, naming the field.
     changed = cli(f"--workdir={workdir}", *TINY, "--config.model.hidden=(8,)")

@@ -60,8 +60,7 @@ def test_chief_and_two_workers_finish_the_grid_each_cell_once_despite_a_killed_w
         time.sleep(0.02)
     workers["tuner0"].kill()  # mid-pack, after a checkpoint
     workers["tuner0"].communicate()
-    assert not any(os.path.exists(os.path.join(workdir, "ledger", f"{c}.json"))
-                   for c in killed_pack)
+    assert not set(killed_pack) & set(fx.read_records(workdir))
     workers["tuner0"] = _start(workdir, port, "--role=worker", "--tuner_id=tuner0")
     outputs = {}
     for name, process in list(workers.items()) + [("chief", chief)]:

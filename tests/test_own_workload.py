@@ -331,8 +331,8 @@ def test_cli_exits_2_on_an_unknown_data_set_and_1_when_every_cell_failed(user_di
     assert "failed 4" in done.stdout and "failed 8" in done.stdout  # the progress lines
     assert "all 8 cells failed" in done.stderr
     assert "ow builder is broken on purpose" in done.stderr
-    record = sorted((tmp_path / "w" / "ledger").glob("*.json"))[0]  # the first failure
-    assert str(tmp_path / "w" / "ledger") in done.stderr and record.name in done.stderr
+    segment = sorted((tmp_path / "w" / "ledger").glob("seg-*.jsonl"))[0]  # the first failure
+    assert str(segment) in done.stderr and "--retry_failed" in done.stderr
 
 
 # --- registries --------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """The README's "Add your own workload" section, run as written from a directory outside
 the package: its files are written there, its commands and its script are run."""
 
-import json
 import os
 import re
 import shlex
@@ -11,6 +10,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from tf_sgd_regimes import ledger
 
 SECTION = "## Add your own workload"
 # Appended to the README's commands: the same study on a grid of seconds.
@@ -69,7 +69,7 @@ def test_readme_commands_run_and_report(study, index, metric):
                           timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     workdir = directory / next(a.split("=", 1)[1] for a in command if a.startswith("--workdir"))
-    records = [json.loads(p.read_text()) for p in (workdir / "ledger").glob("*.json")]
+    records = ledger.read(str(workdir))
     assert len(records) == 8 and all(r["status"] == "complete" for r in records)
     assert all(metric in r["metrics"] for r in records)
     report = (workdir / "report" / "report.txt").read_text()
@@ -85,8 +85,7 @@ def test_readme_script_runs_with_its_own_loss(study):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "selection: test_mae on the test split (lower is better)" in done.stdout
-    records = [json.loads(p.read_text())
-               for p in (directory / "runs" / "line_huber" / "ledger").glob("*.json")]
+    records = ledger.read(str(directory / "runs" / "line_huber"))
     assert len(records) == 12
     for record in records:
         assert set(record["metrics"]) >= {"test_loss", "test_mae", "train_loss", "train_mae"}

@@ -104,7 +104,7 @@ def test_kill_9_and_sigterm_loop_loses_nothing_and_matches_an_uninterrupted_run(
             attempt += 1
             kills += hit and mode != "sigterm"
             resumed += output.count("resumed from checkpoint")
-            history.append((round_, mode, hit, len(fx.ledger_files(workdir))))
+            history.append((round_, mode, hit, fx.record_count(workdir)))
             if process.returncode == 0:
                 break
             if mode == "sigterm":
@@ -119,7 +119,7 @@ def test_kill_9_and_sigterm_loop_loses_nothing_and_matches_an_uninterrupted_run(
             assert process.returncode == -signal.SIGKILL, (history, output[-3000:])
             assert attempt < 60, history
         records = fx.read_records(workdir)
-        assert set(records) == _expected_cells(fx.config())  # every cell, once (one file)
+        assert set(records) == _expected_cells(fx.config())  # every cell, once on disk
         assert [r["cell_id"] for r in ledger.read(workdir)] == sorted(records)
         _assert_same_results(records, reference_records)
         _assert_tensorboard_clean(workdir, reference_dir, records)
@@ -143,10 +143,10 @@ def _one_attempt(workdir, attempt, kills, rng):
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     modes = ["record", "checkpoint", "startup"]
     mode = "sigterm" if attempt == 4 else modes[attempt % 3] if kills < 11 else "none"
-    records_before, manifests_before = len(fx.ledger_files(workdir)), _manifests(workdir)
+    records_before, manifests_before = fx.record_count(workdir), _manifests(workdir)
 
     def new_record():
-        return len(fx.ledger_files(workdir)) > records_before
+        return fx.record_count(workdir) > records_before
 
     if mode == "record":
         hit = _wait_for(new_record, process, 180)
@@ -198,8 +198,8 @@ def test_a_corrupt_ledger_record_is_refused_with_its_path_and_what_to_do(referen
     """Promise 3 (ledger), through the CLI: exit 2, the path, the fix; then the fix works."""
     reference_dir, reference_records = reference
     workdir = str(tmp_path / "w")
-    _copy_ledger(reference_dir, workdir, count=4)
-    victim = fx.ledger_files(workdir)[1]
+    _copy_ledger(reference_dir, workdir, count=4, per_segment=2)
+    victim = fx.ledger_files(workdir)[1]  # the second segment: two cells
     with open(victim, "r+") as f:
         f.truncate(25)
     code, stderr = _cli_in_process(workdir)
@@ -213,12 +213,12 @@ def test_a_corrupt_ledger_record_is_refused_with_its_path_and_what_to_do(referen
     _assert_same_results(records, reference_records, exact=False)
 
 
-def _copy_ledger(source, workdir, count):
-    os.makedirs(os.path.join(workdir, "ledger"))
-    for path in fx.ledger_files(source)[:count]:
-        with open(path) as f, open(os.path.join(workdir, "ledger", os.path.basename(path)),
-                                   "w") as g:
-            g.write(f.read())
+def _copy_ledger(source, workdir, count, per_segment=100):
+    """The first `count` records of `source` (by cell id), `per_segment` to a segment."""
+    records = ledger.read(source)[:count]
+    for start in range(0, count, per_segment):
+        ledger.commit(workdir, records[start:start + per_segment])
+    assert len(fx.ledger_files(workdir)) == -(-count // per_segment)
 
 
 def _cli_in_process(workdir, *extra):
@@ -293,28 +293,29 @@ def test_disk_full_stops_cleanly_and_a_restart_completes(reference, tmp_path, mo
     """Promise 8: ENOSPC in a ledger write, then in a checkpoint write."""
     _, reference_records = reference
     workdir = str(tmp_path / "w")
-    real_append, real_write = ledger.append, ledger.write_atomic
-    calls = {"append": 0}
+    real_commit, real_write = ledger.Ledger.commit, ledger.write_atomic
+    calls = {"commit": 0}
 
-    def full_after_four_records(directory, record, **kwargs):
-        calls["append"] += 1
-        if calls["append"] > 4:
+    def full_after_one_pack(self, records, **kwargs):
+        calls["commit"] += 1
+        if calls["commit"] > 1:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_append(directory, record, **kwargs)
+        return real_commit(self, records, **kwargs)
 
-    monkeypatch.setattr(ledger, "append", full_after_four_records)
+    monkeypatch.setattr(ledger.Ledger, "commit", full_after_one_pack)
     code, stderr = _cli_in_process(workdir)
     assert code == signals.EXIT_DISK_FULL
     assert "no space left" in stderr.lower() and "re-run" in stderr
     kept = {p: open(p).read() for p in fx.ledger_files(workdir)}
-    assert len(kept) == 4 and len(ledger.read(workdir)) == 4
+    assert len(kept) == 1 and len(ledger.read(workdir)) == 3  # the first pack's records
+    assert not [n for n in os.listdir(ledger.ledger_dir(workdir)) if n.startswith(".tmp")]
 
     def full_for_checkpoints(path, text, fsync=True):
         if path.endswith(engine.PackCheckpoint.MANIFEST):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(path, text, fsync)
 
-    monkeypatch.setattr(ledger, "append", real_append)
+    monkeypatch.setattr(ledger.Ledger, "commit", real_commit)
     monkeypatch.setattr(ledger, "write_atomic", full_for_checkpoints)
     sweep, _ = _sweep(workdir)
     with pytest.raises(sweep_lib.DiskFullError, match="records written so far are intact"):

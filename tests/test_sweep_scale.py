@@ -147,7 +147,8 @@ def test_eta_is_within_20_percent_of_the_truth_from_10_percent_of_the_cells(tmp_
                                                                           monkeypatch):
     """A real NQM sweep on a fake clock: training a pack costs time in proportion to
     the engine's work model (per cell, for the NQM; jittered per pack), and each record
-    and TensorBoard run costs time per cell (jittered), so both terms of the ETA matter."""
+    and TensorBoard run costs time per cell (jittered; the pack's ledger segment a little
+    per record), so both terms of the ETA matter."""
     clock = FakeClock()
     config = nqm_config(rates=4, seeds=3)  # 264 cells, 11 packs of 24
     sweep = sweep_lib.Sweep(config, str(tmp_path), stream=io.StringIO(),
@@ -161,22 +162,22 @@ def test_eta_is_within_20_percent_of_the_truth_from_10_percent_of_the_cells(tmp_
         clock.now += 0.8 * work * jitter.uniform(0.8, 1.2)
         return train_pack(members, batch_size, total_steps, *args, **kwargs)
 
-    append = ledger.append
+    commit = ledger.Ledger.commit
 
-    def timed_append(workdir, record, **kwargs):
-        progress = sweep.progress
-        samples.append((clock.now, progress.done_cells, progress.eta()))
-        clock.now += jitter.uniform(0.5, 1.5)
-        return append(workdir, record, **kwargs)
+    def timed_commit(self, records, **kwargs):  # one file per pack: a little per record
+        clock.now += 0.1 * len(records)
+        return commit(self, records, **kwargs)
 
     final = summaries.PackWriters.final
 
-    def timed_final(self, *args, **kwargs):
-        clock.now += 0.5
+    def timed_final(self, *args, **kwargs):  # each cell's own bookkeeping
+        progress = sweep.progress
+        samples.append((clock.now, progress.done_cells, progress.eta()))
+        clock.now += jitter.uniform(1.0, 2.0)
         return final(self, *args, **kwargs)
 
     sweep.engine.train_pack = timed_train
-    monkeypatch.setattr(ledger, "append", timed_append)
+    monkeypatch.setattr(ledger.Ledger, "commit", timed_commit)
     monkeypatch.setattr(summaries.PackWriters, "final", timed_final)
     records = sweep.run()
     end, total = clock.now, len(records)
@@ -197,7 +198,7 @@ def test_eta_is_within_20_percent_of_the_truth_from_10_percent_of_the_cells(tmp_
 @pytest.mark.slow
 def test_kill_9_loop_on_an_nqm_sweep_loses_nothing_and_matches(tmp_path):
     """kill -9 at random moments of a 550-cell NQM sweep (run through the CLI), then
-    to the end: one record file per cell, results identical to an uninterrupted run.
+    to the end: exactly one record per cell on disk, results identical to an uninterrupted run.
     tools/benchmark_scale.py --mode=kill_loop runs the same on more cells and kills."""
     config = nqm_config(5, 5)  # 2 x 11 x 5 x 5 = 550 cells
     reference = {r["cell_id"]: r for r in sweep_lib.Sweep(
@@ -212,27 +213,26 @@ def test_kill_9_loop_on_an_nqm_sweep_loses_nothing_and_matches(tmp_path):
     rng = random.Random(1)
     kills, history = 0, []
     while True:
-        before = len(fx.ledger_files(workdir))
+        before = fx.record_count(workdir)
         process = subprocess.Popen(args, env=fx.env(), cwd=fx.REPO,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if kills < 2:  # after a random number of new records: mid-pack, between writes
             target = before + rng.randint(1, 100)
             deadline = time.monotonic() + 300
             while process.poll() is None and time.monotonic() < deadline:
-                if len(fx.ledger_files(workdir)) >= target:
+                if fx.record_count(workdir) >= target:
                     process.send_signal(signal.SIGKILL)
                     break
                 time.sleep(0.005)
         process.wait(timeout=300)
-        history.append((process.returncode, len(fx.ledger_files(workdir))))
+        history.append((process.returncode, fx.record_count(workdir)))
         if process.returncode == 0:
             break
         assert process.returncode == -signal.SIGKILL, history
         kills += 1
         assert len(history) < 10, history
     assert kills == 2, history
-    files = fx.ledger_files(workdir)
-    assert sorted(os.path.basename(p) for p in files) == sorted(f"{c}.json" for c in reference)
+    assert sorted(r["cell_id"] for r in fx.records_on_disk(workdir)) == sorted(reference)
     records = {r["cell_id"]: r for r in ledger.read(workdir)}
     for cell_id, expected in reference.items():
         got = records[cell_id]

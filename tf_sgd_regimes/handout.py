@@ -36,7 +36,8 @@ class CellSource:
 
     def __init__(self, config, workdir: str, oracle, tuner_id: str, cells: List[grid.Cell],
                  steps_per_epoch: Callable[[int], float], is_worker: bool,
-                 report: Callable[[str], None] = print):
+                 report: Callable[[str], None] = print,
+                 records: Optional[ledger.Ledger] = None):
         self.config = config
         self.workdir = workdir
         self.oracle = oracle
@@ -45,6 +46,7 @@ class CellSource:
         self.steps_per_epoch = steps_per_epoch
         self.is_worker = is_worker
         self.report = report
+        self.records = records or ledger.Ledger(workdir)  # which cells are recorded
         self._index = {c.cell_id: i for i, c in enumerate(cells)}
         self._worker_state = resume.WorkerState(workdir, tuner_id, report=report)
         self._pending = []  # (trial, cell) handed out, not yet in a pack
@@ -60,7 +62,7 @@ class CellSource:
         self._worker_state.save([c.cell_id for c in pack.cells], list(self._slots))
 
     def is_done(self, cell_id: str) -> bool:
-        return os.path.exists(os.path.join(ledger.ledger_dir(self.workdir), f"{cell_id}.json"))
+        return self.records.is_done(cell_id)
 
     def _request(self, slot: int):
         """The trial of oracle slot `slot`: the one this worker held there, else a new one.
@@ -117,9 +119,7 @@ class CellSource:
         return -1e30 if self.config.analysis.selection_mode == "max" else 1e30
 
     def _recorded_score(self, cell_id: str) -> float:
-        path = os.path.join(ledger.ledger_dir(self.workdir), f"{cell_id}.json")
-        with open(path) as f:
-            record = json.load(f)
+        record = self.records.record(cell_id)
         value = (record.get("metrics") or {}).get(self.config.analysis.selection_metric)
         return self.worst_score() if value is None else float(value)
 

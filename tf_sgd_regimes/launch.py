@@ -108,13 +108,15 @@ def failure_summary(records: List[dict], workdir: str) -> str:
     if not failed:
         return ""
     first = failed[0]
-    path = os.path.abspath(os.path.join(ledger.ledger_dir(workdir), f"{first['cell_id']}.json"))
+    path = os.path.abspath(ledger.Ledger(workdir).path_of(first["cell_id"]) or
+                           ledger.ledger_dir(workdir))
     error = (first.get("error") or "(no error recorded)").rstrip()
     head = (f"all {len(records)} cells failed" if len(failed) == len(records)
             else f"{len(failed)} of {len(records)} cells failed")
     return (f"{head}. The first failure ({first['cell_id']}):\n{error}\n"
-            f"(its record: {path}; a failed cell is retried when its record is moved aside "
-            "and the same command runs again)")
+            f"(its record is in {path}; to train the failed cells again, run "
+            f"`python -m tf_sgd_regimes.ledger --workdir={workdir} --retry_failed`, "
+            "then the same command)")
 
 
 def run_sweep(config, workdir: str, role: str = "standalone", tuner_id: Optional[str] = None,

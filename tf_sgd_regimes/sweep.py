@@ -177,9 +177,10 @@ class Sweep:
         self.progress: Optional[progress_lib.Progress] = None
         self.idle_poll_s = idle_poll_s
         self._states = resume.CellStates(workdir, report=self._say)
+        self.ledger = ledger.Ledger(workdir)
         self.source = handout.CellSource(config, workdir, oracle, tuner_id, self.cells,
                                          self.dataset.steps_per_epoch, self.is_worker,
-                                         report=self._say)
+                                         report=self._say, records=self.ledger)
 
     @property
     def engine(self) -> engine_lib.Engine:
@@ -201,8 +202,7 @@ class Sweep:
           DiskFullError: no space left; records so far are intact, re-run once freed.
           ledger.LedgerError: a corrupt ledger record (the message says what to do).
         """
-        records = ledger.read(self.workdir)
-        done = ledger.done_cell_ids(records)
+        done = self.ledger.done_cell_ids()
         remaining = [c for c in self.cells if c.cell_id not in done]
         progress = progress_lib.Progress(
             len(self.cells), sum(self._cell_work(c.steps, c.batch_size)
@@ -237,7 +237,7 @@ class Sweep:
         except Exception as e:
             self._save_oracle()
             if resume.is_disk_full(e):
-                have = len(ledger.read(self.workdir))
+                have = len(self.ledger.done_cell_ids())
                 raise DiskFullError(
                     f"no space left on device while writing under {self.workdir} ({e}). "
                     f"The sweep stopped cleanly; the {have} records written so far are intact. "
@@ -246,7 +246,7 @@ class Sweep:
         self._save_oracle()
         if not self.is_worker and self.source.grid_done():
             shutil.rmtree(resume.checkpoints_dir(self.workdir), ignore_errors=True)
-        return ledger.read(self.workdir)
+        return self.ledger.read()
 
     def _cell_work(self, steps: int, batch_size: int) -> float:
         """The engine's cost model of a cell (progress_lib.cell_work unless it has its own)."""
@@ -316,7 +316,6 @@ class Sweep:
                                f"step {report.step}/{report.total_steps} alive {alive}")
 
         start = time.perf_counter()
-        recorded = 0
         try:
             try:
                 results, error = self._train(members, first, checkpoint, on_chunk,
@@ -353,19 +352,19 @@ class Sweep:
                                   steps_done=result.steps_done)
                     writers.final(k, cell.cell_id, cell.hparams(), result.metrics,
                                   result.diverged_step, result.steps_done)
-                ledger.append(self.workdir, record, sync=False)
+                records.append(record)
                 progress.cell_done(record["status"] == "diverged",
                                    failed=record["status"] == "failed")
-                recorded += 1
-                score = record["metrics"].get(self.config.analysis.selection_metric)
-                self.source.end_trial(pack.trials[cell.cell_id],
-                                      self.source.worst_score() if score is None else score,
-                                "FAILED" if record["status"] == "failed" else "COMPLETED")
-                records.append(record)
+            # The pack's records, in one segment: all of them or (killed before) none.
+            self.ledger.commit(records)
         finally:
             writers.close()
-            ledger.sync(self.workdir)  # the pack's records, durable in one go
+        for record in records:
+            score = record["metrics"].get(self.config.analysis.selection_metric)
+            self.source.end_trial(pack.trials[record["cell_id"]],
+                                  self.source.worst_score() if score is None else score,
+                                  "FAILED" if record["status"] == "failed" else "COMPLETED")
         checkpoint.discard()
         self._states.finish(key)
-        progress.end_pack(len(records) - recorded, 0, step_work * first.steps)
+        progress.end_pack(0, 0, step_work * first.steps)
         return records
