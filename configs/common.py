@@ -67,6 +67,11 @@ def base_config() -> ml_collections.ConfigDict:
         "num_batches": 4,  # big batches averaged per measurement
     })
 
+    # TensorBoard (summaries.py): one HParams session per cell up to this many cells in
+    # the sweep; above, one per grid point (optimizer, B, lr, budget) with its seeds'
+    # means, since TensorBoard's load time grows with its run count (BENCHMARKS.md).
+    config.tensorboard = ml_collections.ConfigDict({"per_cell_sessions_max": 2000})
+
     config.strategy = "auto"  # auto / cpu / mirrored / multi_worker / tpu
     config.tpu_address = ""
 

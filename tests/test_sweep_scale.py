@@ -209,7 +209,9 @@ def test_kill_9_loop_on_an_nqm_sweep_loses_nothing_and_matches(tmp_path):
             f"--workdir={workdir}", "--no_report",
             f"--config.sweep.effective_lrs=({','.join(map(repr, lrs))},)",
             "--config.sweep.seeds=(0,1,2,3,4)", "--config.analysis.num_seeds=5",
-            "--config.analysis.best_k=1"]
+            "--config.analysis.best_k=1",
+            # The grid-point TensorBoard layout (test_resilience covers the per-cell one).
+            "--config.tensorboard.per_cell_sessions_max=100"]
     rng = random.Random(1)
     kills, history = 0, []
     while True:
@@ -238,7 +240,13 @@ def test_kill_9_loop_on_an_nqm_sweep_loses_nothing_and_matches(tmp_path):
         got = records[cell_id]
         assert (got["status"], got["metrics"], got["diverged_step"]) == (
             expected["status"], expected["metrics"], expected["diverged_step"]), cell_id
-    # Each cell's TensorBoard run holds its session once (a replaced final file).
-    for cell_id in list(reference)[::97]:
-        assert len(fx.scalar_events(fx.run_dir(workdir, cell_id), "final/diverged")) == 1
+    # Each cell's tags sit once in its grid point's run (a pack's final file is replaced
+    # whole when the pack is retried), and every point's means cover all its seeds.
+    assert summaries.read_layout(workdir) == "point"
+    for cell_id in list(reference)[::7]:
+        run, seed = summaries.run_dir(workdir, records[cell_id]), cell_id.rsplit("_s", 1)[1]
+        assert len(fx.scalar_events(run, f"s{seed}/final/diverged")) == 1, cell_id
+        steps = [step for step, _ in fx.scalar_events(run, f"s{seed}/train/loss")]
+        assert steps == sorted(set(steps)), (cell_id, steps)
+        assert summaries.run_scalars(run)["final/seeds"][5] == 5.0
     assert not os.listdir(resume.cells_dir(workdir))

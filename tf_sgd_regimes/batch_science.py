@@ -117,30 +117,16 @@ def columns_to_metrics(row: dict, perplexity: bool = False) -> Dict[str, Optiona
 # ------------------------------------------------------------------------------ export
 
 
-def _tensorboard_curves(workdir: str, cell_id: str) -> Dict[int, dict]:
-    """step -> {column: value} from the cell's TensorBoard run (curve tags only)."""
-    # The sweep groups runs as tensorboard/<optimizer>_B<B>/<cell_id> (summaries.run_name);
-    # older work directories hold tensorboard/<cell_id>.
-    run_dir = os.path.join(workdir, "tensorboard", "_".join(cell_id.split("_")[:2]), cell_id)
-    if not os.path.isdir(run_dir):
-        run_dir = os.path.join(workdir, "tensorboard", cell_id)
-    if not os.path.isdir(run_dir):
-        return {}
-    import tensorflow as tf  # only when there are logs to read
-    from tensorflow.core.util import event_pb2
+def _tensorboard_curves(workdir: str, record: dict) -> Dict[int, dict]:
+    """step -> {column: value} from the cell's TensorBoard scalars (curve tags only),
+    whichever layout the sweep wrote (summaries.cell_scalars)."""
+    from tf_sgd_regimes import summaries
 
     rows = collections.defaultdict(dict)
-    for name in sorted(os.listdir(run_dir)):
-        if "tfevents" not in name:
-            continue
-        for raw in tf.data.TFRecordDataset(os.path.join(run_dir, name)):
-            event = event_pb2.Event.FromString(raw.numpy())
-            for value in event.summary.value:
-                if value.tag not in CURVE_COLUMNS:
-                    continue
-                number = (float(tf.make_ndarray(value.tensor)) if value.HasField("tensor")
-                          else float(value.simple_value))
-                rows[int(event.step)][CURVE_COLUMNS[value.tag]] = number
+    for tag, values in summaries.cell_scalars(workdir, record).items():
+        if tag in CURVE_COLUMNS:
+            for step, value in values.items():
+                rows[int(step)][CURVE_COLUMNS[tag]] = float(value)
     return dict(rows)
 
 
@@ -217,7 +203,7 @@ def _export_trial(workdir, study_dir, trial_id, record, scalars) -> None:
         "_cell_id": record["cell_id"], "_epochs": float(h["epochs"]),
         "_effective_learning_rate": float(h["effective_lr"]),
         "_diverged_step": record.get("diverged_step"), "_error": record.get("error")})
-    rows = _tensorboard_curves(workdir, record["cell_id"]) if scalars else {}
+    rows = _tensorboard_curves(workdir, record) if scalars else {}
     rows = {step: dict(values) for step, values in rows.items()}
     rows.setdefault(steps, {}).update(metrics_to_columns(record.get("metrics") or {}))
     frame = pd.DataFrame([dict(step=step, **values) for step, values in sorted(rows.items())])

@@ -355,6 +355,12 @@ def validate(config: ml_collections.ConfigDict, num_train: int = 0, replicas: in
             tri_state(_get(tree, field), field)
     if config.train.steps_per_call < 1:
         raise ConfigError("config.train.steps_per_call must be >= 1")
+    tensorboard = config.get("tensorboard") or {}
+    limit = tensorboard.get("per_cell_sessions_max", 0)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ConfigError(
+            f"config.tensorboard.per_cell_sessions_max must be an integer >= 0 (got "
+            f"{limit!r}): the largest sweep that gets one TensorBoard session per cell")
     if config.l2 < 0:
         raise ConfigError(f"config.l2={config.l2}: must be >= 0")
     analysis = config.analysis
@@ -423,7 +429,7 @@ GRID_FIELDS = ("sweep.batch_sizes", "sweep.effective_lrs", "sweep.seeds",
 RUN_ONLY_FIELDS = ("sweep.pack_size", "sweep.extend_edges", "train.steps_per_call",
                    "train.eval_batch_size", "train.log_every_steps",
                    "train.checkpoint_every_s", "train.noise_scale", "strategy", "tpu_address",
-                   "cost", "description", "analysis")
+                   "cost", "description", "analysis", "tensorboard")
 
 
 def _without(config_dict: dict, fields) -> dict:

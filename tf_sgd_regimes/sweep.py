@@ -1,7 +1,7 @@
 """A sweep: keras-tuner hands out cells, the engine trains them in packs, the ledger keeps them.
 
 Every cell ends in exactly one terminal ledger record (complete / diverged / failed) and
-one TensorBoard run. Running the same sweep again skips cells that have a record and
+its TensorBoard run (or its seed's tags in its grid point's run, summaries.py). Running the same sweep again skips cells that have a record and
 resumes the pack that was running from its last checkpoint (resume.py), so a killed,
 preempted (SIGTERM) or disk-full sweep picks up where it stopped.
 """
@@ -81,6 +81,12 @@ def prepare_workdir(workdir: str, config) -> bool:
             return False
     ledger.write_atomic(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
     return True
+
+
+def per_cell_sessions_max(config) -> int:
+    """config.tensorboard.per_cell_sessions_max (configs without the field: 2,000)."""
+    tensorboard = config.get("tensorboard") or {}
+    return int(tensorboard.get("per_cell_sessions_max", 2000))
 
 
 Preempted = engine_lib.Preempted
@@ -212,13 +218,22 @@ class Sweep:
         self.progress = progress
         root_logged = os.path.isdir(summaries.tensorboard_dir(self.workdir)) and any(
             n.startswith("events") for n in os.listdir(summaries.tensorboard_dir(self.workdir)))
+        self.tensorboard_layout = summaries.choose_layout(
+            self.workdir, len(self.cells), per_cell_sessions_max(self.config))
+        self._points = {}
+        if self.tensorboard_layout == "point":  # run name -> the cells of that grid point
+            for cell in self.cells:
+                run = summaries.run_name({"optimizer": cell.optimizer,
+                                          "batch_size": cell.batch_size}, cell.cell_id, "point")
+                self._points.setdefault(run, []).append(cell.cell_id)
         stop_request = signals.StopRequest() if should_stop is None else None
         try:
             with stop_request or contextlib.nullcontext():
                 stop = should_stop or stop_request
                 if not self.is_worker and (self._config_changed or not root_logged):
                     summaries.write_experiment(self.workdir, self.config,
-                                               self.dataset.task, self.dataset.split)
+                                               self.dataset.task, self.dataset.split,
+                                               self.tensorboard_layout)
                 self.source.reclaim()
                 resume.prune_finished_checkpoints(self.workdir, self.source.is_done)
                 self._states.prune(self.source.is_done)
@@ -294,7 +309,9 @@ class Sweep:
                             f"members={len(cells)}", step_work * first.steps)
         writers = summaries.PackWriters(
             self.workdir, ids, states=self._states, active=pack.trials,
-            runs={c.cell_id: summaries.run_name(c.hparams(), c.cell_id) for c in open_cells})
+            hparams={c.cell_id: c.hparams() for c in open_cells},
+            layout=self.tensorboard_layout, pack_key=key, points=self._points,
+            recorded=self.ledger.record)
         pack_id = f"{self.tuner_id}-{pack.trials[open_cells[0].cell_id].trial_id}"
         log_every = int(self.config.train.log_every_steps)
         last_logged = [None]
@@ -355,6 +372,7 @@ class Sweep:
                 records.append(record)
                 progress.cell_done(record["status"] == "diverged",
                                    failed=record["status"] == "failed")
+            writers.finish()  # the point layout's files (the cell layout's are written)
             # The pack's records, in one segment: all of them or (killed before) none.
             self.ledger.commit(records)
         finally:
