@@ -101,6 +101,7 @@ def main(argv, overrides=()):
     from tf_sgd_regimes import launch
     from tf_sgd_regimes import ledger
     from tf_sgd_regimes import signals
+    from tf_sgd_regimes import summaries
     from tf_sgd_regimes import sweep as sweep_lib
 
     try:
@@ -137,8 +138,14 @@ def main(argv, overrides=()):
             png = [p for p in paths if p.endswith(".png")]
             print(f"[run] figure ({kind}): {os.path.abspath((png or paths)[0])}")
     tensorboard = os.path.abspath(os.path.join(workdir, "tensorboard"))
-    print(f"[run] TensorBoard: tensorboard --logdir {tensorboard}  (HParams tab: one run per "
-          "cell)", flush=True)
+    if summaries.read_layout(workdir) == "point":
+        what = ("one session per grid point, means over its seeds; per-cell sessions for a "
+                f"subset: python -m tf_sgd_regimes.summaries --workdir={workdir} "
+                "--cells='momentum_B00064_*'")
+    else:
+        what = "one session per cell"
+    print(f"[run] TensorBoard: tensorboard --logdir {tensorboard}  (HParams tab: {what})",
+          flush=True)
     summary = launch.failure_summary(records, workdir)
     if summary:
         print(f"[run] {summary}", file=sys.stderr if result.all_failed else sys.stdout,

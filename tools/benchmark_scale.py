@@ -4,7 +4,8 @@
     python tools/benchmark_scale.py --mode=issue            # 13,530 cells through the CLI
     python tools/benchmark_scale.py --mode=workers --cells=10000 --workers=8
     python tools/benchmark_scale.py --mode=kill_loop --cells=4000 --kills=10
-    python tools/benchmark_scale.py --mode=tensorboard --logdir=DIR/tensorboard --cells=N
+    python tools/benchmark_scale.py --mode=tensorboard --logdir=DIR/tensorboard
+    python tools/benchmark_scale.py --mode=layouts --rounds=2
 
 sizes: one process per size runs `nqm_epoch_budget` with as many learning rates and seeds
   as make the size (2 optimizers x 11 batch sizes x L rates x S seeds) through sweep.Sweep;
@@ -20,8 +21,12 @@ kill_loop: the CLI on an NQM sweep, kill -9 at random moments (after a record ap
   or a random time after start) K times, then run to the end; checks exactly one record
   per cell and results identical to an uninterrupted in-process run.
 tensorboard: starts `tensorboard --logdir` on a finished sweep and times how long until the
-  HParams dashboard's own request lists every cell's session and the Time Series
-  dashboard lists the runs; also one TensorBoard on an empty logdir (start-up alone).
+  HParams dashboard's own request lists every session (--cells, default: one per run
+  directory) and the Time Series dashboard lists the runs; also one TensorBoard on an
+  empty logdir (start-up alone).
+layouts: the issue's sweep once per TensorBoard layout ("point": a run per grid point;
+  "cell": a run per cell), alternated --rounds times: wall time, disk, and TensorBoard's
+  load time on each logdir.
 
 Prints one JSON line per measurement.
 """
@@ -37,6 +42,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -59,17 +65,35 @@ def overrides(rates: int, seeds: int):
             f"analysis.num_seeds={seeds}", f"analysis.best_k={max(1, seeds - 1)}"]
 
 
+def _du(path: str) -> int:
+    """Bytes allocated on disk (du: blocks of files and directories)."""
+    return int(subprocess.run(["du", "-sk", path], capture_output=True, text=True)
+               .stdout.split()[0]) * 1024
+
+
+def _tree(path: str) -> dict:
+    """Apparent bytes (sum of file sizes), files and directories under `path`."""
+    if os.path.isfile(path):
+        return {"apparent": os.path.getsize(path), "files": 1, "dirs": 0}
+    files = dirs = apparent = 0
+    for d, subdirs, names in os.walk(path):
+        dirs += len(subdirs)
+        files += len(names)
+        apparent += sum(os.path.getsize(os.path.join(d, f)) for f in names)
+    return {"apparent": apparent, "files": files, "dirs": dirs}
+
+
 def disk_usage(path: str) -> dict:
-    du = int(subprocess.run(["du", "-sk", path], capture_output=True, text=True)
-             .stdout.split()[0]) * 1024
-    apparent = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path)
-                   for f in files)
+    """The work directory's size on disk (du) and in data (apparent), in all and per
+    top-level entry, with file and directory counts: a 4 KB block per file and per
+    directory is what per-cell files cost on ext4, whatever they hold."""
+    total = _tree(path)
     parts = {}
     for name in sorted(os.listdir(path)):
         full = os.path.join(path, name)
-        parts[name] = int(subprocess.run(["du", "-sk", full], capture_output=True, text=True)
-                          .stdout.split()[0]) * 1024
-    return {"du_bytes": du, "apparent_bytes": apparent, "du_by_dir": parts}
+        parts[name] = {"du": _du(full), **_tree(full)}
+    return {"du_bytes": _du(path), "apparent_bytes": total["apparent"],
+            "files": total["files"], "dirs": total["dirs"], "by_entry": parts}
 
 
 def nqm_config(rates: int, seeds: int):
@@ -135,15 +159,17 @@ def cli(workdir, rates, seeds, extra=()):
             + [f"--config.{o}" for o in overrides(rates, seeds)] + list(extra))
 
 
-def run_issue(workdir: str) -> dict:
+def run_issue(workdir: str, extra=()) -> dict:
     shutil.rmtree(workdir, ignore_errors=True)
     start = time.perf_counter()
-    out = subprocess.run(cli(workdir, 41, 15), env=env(), cwd=REPO, capture_output=True,
-                         text=True)
+    out = subprocess.run(cli(workdir, 41, 15, extra), env=env(), cwd=REPO,
+                         capture_output=True, text=True)
     wall = time.perf_counter() - start
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     lines = [l for l in out.stdout.splitlines() if l.startswith("[sweep] cells")]
-    records = len(os.listdir(os.path.join(workdir, "ledger")))
+    from tf_sgd_regimes import ledger
+
+    records = len(ledger.read(workdir))
     return {"mode": "issue", "cells": records, "wall_s": round(wall, 1),
             "eta_check": eta_errors(lines), "progress_lines": lines[:2] + lines[-2:],
             **disk_usage(workdir)}
@@ -234,8 +260,15 @@ def run_kill_loop(cells: int, kills: int, workdir: str, seed: int = 0) -> dict:
     history, start = [], time.perf_counter()
     ledger_dir = os.path.join(workdir, "ledger")
 
-    def count():
-        return len(os.listdir(ledger_dir)) if os.path.isdir(ledger_dir) else 0
+    def count():  # records on disk: a segment's lines but its header
+        if not os.path.isdir(ledger_dir):
+            return 0
+        total = 0
+        for name in os.listdir(ledger_dir):
+            if name.startswith("seg-") and name.endswith(".jsonl"):
+                with open(os.path.join(ledger_dir, name), "rb") as f:
+                    total += f.read().count(b"\n") - 1
+        return total
 
     done_kills = 0
     while True:
@@ -260,12 +293,16 @@ def run_kill_loop(cells: int, kills: int, workdir: str, seed: int = 0) -> dict:
             break
         assert process.returncode == -signal.SIGKILL, history
     records = ledger.read(workdir)
-    files = [n for n in os.listdir(ledger_dir) if n.endswith(".json")]
+    on_disk = []  # every record line of every segment, duplicates included
+    for name in sorted(os.listdir(ledger_dir)):
+        if name.startswith("seg-") and name.endswith(".jsonl"):
+            with open(os.path.join(ledger_dir, name)) as f:
+                on_disk += [json.loads(line)["cell_id"] for line in f.read().splitlines()[1:]]
     same = all(r["metrics"] == expected[r["cell_id"]]["metrics"]
                and r["status"] == expected[r["cell_id"]]["status"] for r in records)
     return {"mode": "kill_loop", "cells": len(expected), "kills": done_kills,
             "attempts": len(history), "wall_s": round(time.perf_counter() - start, 1),
-            "one_record_per_cell": sorted(files) == sorted(f"{c}.json" for c in expected),
+            "one_record_per_cell": sorted(on_disk) == sorted(expected),
             "identical_results": same and len(records) == len(expected),
             "max_attempt": max(r["attempt"] for r in records), "history": history}
 
@@ -315,24 +352,57 @@ def _tensorboard_ready(logdir: str, expected: int) -> dict:
         process.wait()
 
 
-def run_tensorboard(logdir: str, cells: int, workdir: str) -> dict:
+def count_runs(logdir: str) -> int:
+    """Runs (directories below the root holding an event file): one session each."""
+    return sum(1 for d, _, names in os.walk(logdir)
+               if d != logdir and any("tfevents" in n for n in names))
+
+
+def _startup_alone(workdir: str) -> float:
+    """Seconds until TensorBoard answers on a logdir holding only the HParams experiment."""
     empty = os.path.join(workdir, "empty_logdir")
     os.makedirs(empty, exist_ok=True)
     from tf_sgd_regimes import summaries
 
     summaries.write_experiment(empty, nqm_config(3, 1), "quadratic", "test")
-    baseline = _tensorboard_ready(summaries.tensorboard_dir(empty), 0)
-    return {"mode": "tensorboard", "logdir": logdir, **_tensorboard_ready(logdir, cells),
-            "startup_alone_s": baseline["hparams_ready_s"]}
+    return _tensorboard_ready(summaries.tensorboard_dir(empty), 0)["hparams_ready_s"]
+
+
+def run_tensorboard(logdir: str, cells: Optional[int], workdir: str) -> dict:
+    baseline = _startup_alone(workdir)
+    sessions = cells if cells else count_runs(logdir)
+    return {"mode": "tensorboard", "logdir": logdir, **_tensorboard_ready(logdir, sessions),
+            "startup_alone_s": baseline}
+
+
+def run_layouts(workdir: str, rounds: int) -> List[dict]:
+    """The issue's sweep with each TensorBoard layout, alternated: sweep time, disk,
+    and TensorBoard's load time on its logdir (one start-up on an empty logdir first)."""
+    out = []
+    out.append({"mode": "layouts", "startup_alone_s": _startup_alone(workdir)})
+    print(json.dumps(out[-1]), flush=True)
+    for i in range(rounds):
+        for layout, limit in (("point", 0), ("cell", 10 ** 9)):
+            directory = f"{workdir}/{layout}{i}"
+            result = run_issue(directory, [f"--config.tensorboard.per_cell_sessions_max={limit}"])
+            logdir = os.path.join(directory, "tensorboard")
+            loaded = _tensorboard_ready(logdir, count_runs(logdir))
+            result.update(mode="layouts", layout=layout, round=i, **loaded)
+            result.pop("progress_lines", None)
+            out.append(result)
+            print(json.dumps(result), flush=True)
+            shutil.rmtree(directory, ignore_errors=True)
+    return out
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=["sizes", "issue", "workers", "kill_loop",
-                                           "tensorboard"],
+                                           "tensorboard", "layouts"],
                         default="sizes")
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--cells", type=int, default=10000)
+    parser.add_argument("--rounds", type=int, default=2, help="--mode=layouts: rounds")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--workdir", default="/tmp/benchmark_scale")
@@ -349,7 +419,11 @@ def main():
         return
     workdir = f"{args.workdir}/{args.mode}"
     if args.mode == "tensorboard":
-        print(json.dumps(run_tensorboard(args.logdir, args.cells, workdir)), flush=True)
+        cells = args.cells if "--cells" in " ".join(sys.argv) else None
+        print(json.dumps(run_tensorboard(args.logdir, cells, workdir)), flush=True)
+        return
+    if args.mode == "layouts":
+        run_layouts(workdir, args.rounds)
         return
     if args.mode == "issue":
         result = run_issue(workdir)
