@@ -4,7 +4,7 @@ One chief process holds the grid oracle and answers workers over gRPC (keras-tun
 OracleServicer and OracleClient); it trains nothing. Each worker pulls cells, forms
 packs, trains them and writes records to the shared work directory (a file system every
 machine mounts: NFS, GCS FUSE, a pod slice's shared disk). The ledger's exclusive
-creates keep one record per cell however workers race.
+segment commits (ledger.Ledger.commit) keep one record per cell however workers race.
 
 Processes find each other through keras-tuner's environment variables:
   KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT  the chief's address
