@@ -50,9 +50,10 @@ class Progress:
     each rate measured over the recent half of this session's cells (so a machine that
     speeds up or slows down, or a slow first pack, moves the ETA). The work rate comes
     from the time between a pack's first and last step reports; what a pack's training
-    took beyond that rate is its fixed cost. Until a pack has reported twice (or when
-    the sweep does not say how many packs are left), training time is priced per work
-    unit alone. With a free engine (the NQM) the bookkeeping term is nearly all there
+    took beyond that rate is its fixed cost (the smallest seen: compiles for a new batch
+    size are one-off; the first pack's start-up is left out). Until a pack other than
+    the session's first has finished (or when the sweep does not say how many packs are
+    left), training time is priced per work unit alone. With a free engine (the NQM) the bookkeeping term is nearly all there
     is; on a TPU the work term dominates. Work restored from a checkpoint counts as done
     but not as work of this session.
     """
@@ -86,9 +87,9 @@ class Progress:
         self._marks = [(0, 0.0, 0.0, 0.0)]
         self._window = 0  # index of the mark the rates are measured from
         self.packs_left = total_packs  # None: unknown, no per-pack term
-        # Finished packs of this session: (session cells at their end, steady seconds,
-        # steady work, fixed seconds before the first report, work before it, seconds
-        # after the last report, work after it).
+        # Finished packs of this session: (session cells at their start + 1, steady
+        # seconds, steady work, seconds before the first report, work before it,
+        # seconds after the last report, work after it, index in the session).
         self._pack_times: List[tuple] = []
         self._reports: List[tuple] = []  # (time, work) of the current pack's first/last
 
@@ -133,18 +134,20 @@ class Progress:
         if self.packs_left is None:
             return None
         packs = [p for p in self._pack_times if p[0] > cells0] or self._pack_times
-        if not packs and len(self._reports) == 2:  # the first pack: its rate and head so
-            (t1, w1), (t2, w2) = self._reports  # far; its tail is not known yet
-            packs = [(0, t2 - t1, w2 - w1, t1 - self._pack_start, w1 - self._pack_resumed,
-                      0.0, 0.0)]
         steady_s = sum(p[1] for p in packs)
         steady_work = sum(p[2] for p in packs)
         if not packs or steady_work <= 0:
             return None
         rate = steady_s / steady_work
-        head = sum(max(p[3] - rate * p[4], 0.0) for p in packs) / len(packs)
-        tail = sum(max(p[5] - rate * p[6], 0.0) for p in packs) / len(packs)
-        return rate, head, tail
+        # The smallest fixed cost seen: one-off costs (an XLA compile for a new batch
+        # size) inflate some packs but do not recur in every one. The session's first
+        # pack also paid the process's warm-up before its first steps: its head is left
+        # out (its tail, evaluation and probe, is like any other's).
+        heads = [max(p[3] - rate * p[4], 0.0) for p in packs if p[7] > 0]
+        if not heads:  # only the first pack so far: priced as work, as before
+            return None
+        tail = min(max(p[5] - rate * p[6], 0.0) for p in packs)
+        return rate, min(heads), tail
 
     def _mark(self) -> None:
         """Remembers where a pack started or ended; moves the window to the latest mark
@@ -210,7 +213,8 @@ class Progress:
                 (t1, w1), (t2, w2) = self._reports[0], self._reports[-1]
                 self._pack_times.append((
                     self.session_cells + 1, t2 - t1, w2 - w1, t1 - self._pack_start,
-                    w1 - self._pack_resumed, now - t2, max(self._pack_work - w2, 0.0)))
+                    w1 - self._pack_resumed, now - t2, max(self._pack_work - w2, 0.0),
+                    len(self._pack_times)))
             if self.packs_left is not None:
                 self.packs_left = max(self.packs_left - 1, 0)
         self._pack_done = self._pack_work
