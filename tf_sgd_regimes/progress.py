@@ -6,7 +6,7 @@ terminal, a log file and a notebook cell.
 
 import sys
 import time
-from typing import List, Optional, TextIO
+from typing import Optional, TextIO
 
 # A step costs a fixed overhead (dispatch, optimizer update) plus a part that grows with
 # the batch; 32 examples' worth of overhead keeps B = 4 packs from looking nearly free.
@@ -36,31 +36,23 @@ def _eta(elapsed: float, done: float, total: float) -> float:
 class Progress:
     """Tracks a sweep's time as training plus per-cell bookkeeping, to predict the rest.
 
-    Time goes to three things with different drivers: training steps, which grow with
-    the work (cell_work units: steps x batch); a fixed cost per pack (building and
-    compiling the model before its first steps, evaluating and probing after its last);
-    and bookkeeping (handing cells out, ledger records, TensorBoard files, oracle state),
-    which grows with the number of cells. The sweep says when a pack's training starts
-    and ends (start_pack / training_done), reports its steps (pack_step) and each cell's
-    record (cell_done); the ETA is
+    Time goes to two things with different drivers: training, which grows with the work
+    (cell_work units: steps x batch), and bookkeeping (handing cells out, ledger records,
+    TensorBoard files, oracle state), which grows with the number of cells. The sweep
+    says when a pack's training starts and ends (start_pack / training_done) and when
+    each cell is recorded (cell_done); the ETA is
 
-        seconds per work unit x work left + fixed seconds per pack x packs left
-        + other seconds per cell x cells left,
+        training seconds per work unit x work left + other seconds per cell x cells left,
 
-    each rate measured over the recent half of this session's cells (so a machine that
-    speeds up or slows down, or a slow first pack, moves the ETA). The work rate comes
-    from the time between a pack's first and last step reports; what a pack's training
-    took beyond that rate is its fixed cost (the smallest seen: compiles for a new batch
-    size are one-off; the first pack's start-up is left out). Until a pack other than
-    the session's first has finished (or when the sweep does not say how many packs are
-    left), training time is priced per work unit alone. With a free engine (the NQM) the bookkeeping term is nearly all there
-    is; on a TPU the work term dominates. Work restored from a checkpoint counts as done
-    but not as work of this session.
+    both rates measured over the recent half of this session's cells (so a machine
+    that speeds up or slows down, or a slow first pack, moves the ETA). With a free
+    engine (the NQM) the second term is all there is; on a TPU the first dominates. Work
+    restored from a checkpoint counts as done but not as work of this session.
     """
 
     def __init__(self, total_cells: int, total_work: float, done_cells: int = 0,
                  stream: Optional[TextIO] = None, min_interval_s: float = 5.0,
-                 clock=time.perf_counter, total_packs: Optional[int] = None):
+                 clock=time.perf_counter):
         self.total_cells = total_cells
         self.total_work = max(float(total_work), 1.0)  # work left when the session began
         self.done_cells = done_cells
@@ -86,12 +78,6 @@ class Progress:
         # end of each pack: the window of the rates starts at one of these.
         self._marks = [(0, 0.0, 0.0, 0.0)]
         self._window = 0  # index of the mark the rates are measured from
-        self.packs_left = total_packs  # None: unknown, no per-pack term
-        # Finished packs of this session: (session cells at their start + 1, steady
-        # seconds, steady work, seconds before the first report, work before it,
-        # seconds after the last report, work after it, index in the session).
-        self._pack_times: List[tuple] = []
-        self._reports: List[tuple] = []  # (time, work) of the current pack's first/last
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -117,37 +103,9 @@ class Progress:
         work = session_work - work0
         work_left = max(self.total_work - done, 0.0)
         eta = train / work * work_left if work > 0 else 0.0
-        split = self._fixed_cost(cells0)
-        if split is not None:
-            rate, head, tail = split
-            eta = rate * work_left
-            if self._training:  # the current pack's fixed cost still to pay
-                eta += tail + (head if len(self._reports) == 0 else 0.0)
-            eta += (head + tail) * max(self.packs_left - self._training, 0)
         if cells > 0:
             eta += other / cells * cells_left
         return eta
-
-    def _fixed_cost(self, cells0: int) -> Optional[tuple]:
-        """(seconds per work unit, fixed seconds before and after a pack's steps) over
-        the packs that ended inside the window; None if unknown."""
-        if self.packs_left is None:
-            return None
-        packs = [p for p in self._pack_times if p[0] > cells0] or self._pack_times
-        steady_s = sum(p[1] for p in packs)
-        steady_work = sum(p[2] for p in packs)
-        if not packs or steady_work <= 0:
-            return None
-        rate = steady_s / steady_work
-        # The smallest fixed cost seen: one-off costs (an XLA compile for a new batch
-        # size) inflate some packs but do not recur in every one. The session's first
-        # pack also paid the process's warm-up before its first steps: its head is left
-        # out (its tail, evaluation and probe, is like any other's).
-        heads = [max(p[3] - rate * p[4], 0.0) for p in packs if p[7] > 0]
-        if not heads:  # only the first pack so far: priced as work, as before
-            return None
-        tail = min(max(p[5] - rate * p[6], 0.0) for p in packs)
-        return rate, min(heads), tail
 
     def _mark(self) -> None:
         """Remembers where a pack started or ended; moves the window to the latest mark
@@ -178,7 +136,6 @@ class Progress:
 
     def start_pack(self, label: str, pack_work: float = 0.0) -> None:
         """The pack's training starts now."""
-        self._reports = []
         self.pack_label = label
         self._pack_work = max(float(pack_work), 1.0)
         self._pack_done = 0.0
@@ -196,27 +153,14 @@ class Progress:
     def pack_step(self, work: float, extra: str = "") -> None:
         """`work` done in the current pack so far; prints at most every `min_interval_s`."""
         self._pack_done = float(work)
-        if self._training:
-            self._reports[1:] = [(self.clock(), float(work))]
-            if len(self._reports) == 2 and self._reports[0][1] >= work:
-                self._reports.pop()  # a repeat of the first report: no steps between
         if self.clock() - self._last_print >= self.min_interval_s:
             self._print(self.line(extra))
 
     def training_done(self) -> None:
         """The pack's training ended; what follows (records, files) is bookkeeping."""
         if self._training:
-            now = self.clock()
-            self.train_seconds += now - self._pack_start
+            self.train_seconds += self.clock() - self._pack_start
             self._training = False
-            if self._reports:
-                (t1, w1), (t2, w2) = self._reports[0], self._reports[-1]
-                self._pack_times.append((
-                    self.session_cells + 1, t2 - t1, w2 - w1, t1 - self._pack_start,
-                    w1 - self._pack_resumed, now - t2, max(self._pack_work - w2, 0.0),
-                    len(self._pack_times)))
-            if self.packs_left is not None:
-                self.packs_left = max(self.packs_left - 1, 0)
         self._pack_done = self._pack_work
 
     def cell_done(self, diverged: bool = False, failed: bool = False) -> None:

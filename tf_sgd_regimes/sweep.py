@@ -214,9 +214,7 @@ class Sweep:
             len(self.cells), sum(self._cell_work(c.steps, c.batch_size)
                                  for c in remaining),
             done_cells=len(self.cells) - len(remaining), stream=self.stream,
-            min_interval_s=self.progress_interval_s, clock=self.clock,
-            # A worker trains a share of the grid: its packs left are unknown.
-            total_packs=None if self.is_worker else self._count_packs(remaining))
+            min_interval_s=self.progress_interval_s, clock=self.clock)
         self.progress = progress
         root_logged = os.path.isdir(summaries.tensorboard_dir(self.workdir)) and any(
             n.startswith("events") for n in os.listdir(summaries.tensorboard_dir(self.workdir)))
@@ -264,16 +262,6 @@ class Sweep:
         if not self.is_worker and self.source.grid_done():
             shutil.rmtree(resume.checkpoints_dir(self.workdir), ignore_errors=True)
         return self.ledger.read()
-
-    def _count_packs(self, cells) -> int:
-        """How many packs the handout makes of `cells` (grid order; handout.next_pack)."""
-        limit = int(self.config.sweep.pack_size) or 10**9
-        packs, key, size = 0, None, 0
-        for cell in cells:
-            if cell.pack_key != key or size == limit:
-                packs, key, size = packs + 1, cell.pack_key, 0
-            size += 1
-        return packs
 
     def _cell_work(self, steps: int, batch_size: int) -> float:
         """The engine's cost model of a cell (progress_lib.cell_work unless it has its own)."""
