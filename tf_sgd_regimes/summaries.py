@@ -400,6 +400,7 @@ def run_scalars(run_directory: str) -> Dict[str, Dict[int, float]]:
     order (file name), so a later value of a step wins as it does in TensorBoard. A file
     cut short by a kill mid-write is read up to the cut."""
     from tensorboard.backend.event_processing import event_file_loader
+    from tensorboard.util import tensor_util
 
     out: Dict[str, Dict[int, float]] = {}
     names = sorted(n for n in (os.listdir(run_directory) if os.path.isdir(run_directory)
@@ -409,8 +410,11 @@ def run_scalars(run_directory: str) -> Dict[str, Dict[int, float]]:
         for raw in loader.Load():
             event = event_pb2.Event.FromString(raw)
             for value in event.summary.value:
-                if value.HasField("tensor") and value.tensor.float_val:
-                    number = float(value.tensor.float_val[0])
+                if value.HasField("tensor"):  # ours (float_val) or tf.summary's (packed)
+                    if value.tensor.dtype not in (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE) \
+                            or value.tensor.tensor_shape.dim:
+                        continue
+                    number = float(tensor_util.make_ndarray(value.tensor))
                 elif value.HasField("simple_value"):
                     number = float(value.simple_value)
                 else:
