@@ -1,7 +1,14 @@
-"""The engine's sampler for data sets streamed through tf.data (data/streamed.py: ImageNet).
+"""The engine's samplers: where each packed member's training batches come from.
 
-Each packed member reads its own training stream, built from its seed (its own file order,
-shuffle and augmentation), distributed over the replicas with
+The sampler protocol (engine.Engine calls it): fetch() (cross-replica), train_batch(...)
+(per replica), host_indices(...), reset_carried_state(...), eval_batches(split, engine).
+`make_sampler` picks one per data set:
+  ShuffleSampler   in-memory arrays (data/base.Dataset): a permutation per member and epoch
+  StreamSampler    language models (ordering "streams"): data/token_windows.py's windows
+  StreamedSampler  tf.data pipelines (data/streamed_dataset.StreamedDataset: ImageNet)
+
+StreamedSampler: each packed member reads its own training stream, built from its seed
+(its own file order, shuffle and augmentation), distributed over the replicas with
 `strategy.distribute_datasets_from_function`, so every input pipeline reads its own shard
 (multi-host TPU). The compiled training loop pulls one batch per member per step
 (`fetch`, in cross-replica context) and hands each replica its share (`train_batch`).
@@ -17,8 +24,153 @@ them); it starts fresh streams from (seed, s) instead: the same distribution, no
 same draws.
 """
 
+from typing import Sequence
+
 import numpy as np
 import tensorflow as tf
+
+from tf_sgd_regimes.data import token_windows
+
+
+def _targets(dataset, split: str):
+    """Targets of a split; an autoencoder's targets are its inputs (y is None)."""
+    x = dataset.train_x if split == "train" else dataset.test_x
+    y = dataset.train_y if split == "train" else dataset.test_y
+    return y if y is not None else np.zeros([len(x)], np.int32)
+
+
+class ShuffleSampler:
+    """Each member sees its own permutation of the training set every epoch.
+
+    Indices are drawn on the host (numpy, from (member seed, epoch)) for the steps of a
+    chunk and passed in as one tensor; batches run across epoch boundaries so that the
+    budget `steps = epochs * N / B` uses every example the same number of times.
+    """
+
+    def __init__(self, dataset, strategy):
+        self.dataset = dataset
+        self.num_train = dataset.num_train
+        with strategy.scope():
+            self.train_x = tf.constant(dataset.train_x)
+            self.train_y = tf.constant(_targets(dataset, "train"))
+        self._permutations = {}
+
+    def _permutation(self, seed: int, epoch: int) -> np.ndarray:
+        key = (seed, epoch)
+        if key not in self._permutations:
+            if len(self._permutations) > 256:
+                self._permutations.clear()
+            rng = np.random.Generator(np.random.PCG64([seed, epoch]))
+            self._permutations[key] = rng.permutation(self.num_train).astype(np.int32)
+        return self._permutations[key]
+
+    def host_indices(self, seeds: Sequence[int], start_step: int, num_steps: int,
+                     batch_size: int, padded_steps: int) -> np.ndarray:
+        """[K, padded_steps * B] training-set indices for the chunk's steps."""
+        positions = start_step * batch_size + np.arange(num_steps * batch_size, dtype=np.int64)
+        epochs = positions // self.num_train
+        within = positions % self.num_train
+        out = np.zeros([len(seeds), padded_steps * batch_size], np.int32)
+        for k, seed in enumerate(seeds):
+            row = np.empty(within.shape, dtype=np.int32)
+            for epoch in np.unique(epochs):
+                mask = epochs == epoch
+                row[mask] = self._permutation(int(seed), int(epoch))[within[mask]]
+            out[k, : len(row)] = row
+        return out
+
+    def fetch(self):
+        return ()
+
+    def train_batch(self, indices, i, batch_size, replica, replicas, step, seeds, fetched):
+        """x [K, B/R, ...], y [K, B/R]: this replica's share of every member's batch."""
+        local = batch_size // replicas
+        start = i * batch_size + replica * local
+        # A slice of static size when the batch is static (XLA): indices[:, a:b] with a
+        # tensor `a` has a dynamic size, which XLA pads to the whole chunk.
+        members = indices.shape[0]
+        idx = tf.slice(indices, tf.stack([0, start]), tf.stack([members, local]))
+        idx.set_shape([members, local if isinstance(local, int) else None])
+        x = tf.gather(self.train_x, idx)
+        y = tf.gather(self.train_y, idx)
+        if self.dataset.augment is not None:
+            # Per member, from its own seed: unrolled because stateless random ops with a
+            # per-member seed do not vectorise.
+            # Drawn for the global batch and sliced, so replicas do not change the draws.
+            rows = (tf.cast(replica, tf.int32) * local, batch_size)
+            x = tf.stack([self.dataset.augment(x[k], tf.stack([seeds[k], step * 1024]),
+                                               rows=rows)
+                          for k in range(members)])
+        return x, y
+
+    def reset_carried_state(self, states, index, step, batch_size):
+        return states
+
+    def eval_batches(self, split: str, engine):
+        """(x, y, weights, carry) batches over a whole split, padded to equal size."""
+        dataset = self.dataset
+        x = dataset.train_x if split == "train" else dataset.test_x
+        y = _targets(dataset, split)
+        batch = engine.eval_batch_size
+        for start in range(0, len(x), batch):
+            xb, yb = x[start:start + batch], y[start:start + batch]
+            weights = np.ones([batch], np.float32)
+            if len(xb) < batch:  # pad so every replica gets an equal slice
+                pad = batch - len(xb)
+                weights[len(xb):] = 0.0
+                xb = np.concatenate([xb, np.repeat(xb[:1], pad, axis=0)])
+                yb = np.concatenate([yb, np.repeat(yb[:1], pad, axis=0)])
+            yield xb, yb, weights, False
+
+
+class StreamSampler:
+    """Language models: B parallel streams, consecutive windows, no shuffling.
+
+    Every member reads the same windows (the paper's LSTM has no data shuffling); seeds
+    change initialisation and dropout. The carried LSTM state is zeroed at the start of
+    every pass over the training stream and of every evaluation pass.
+    """
+
+    def __init__(self, dataset, strategy):
+        self.dataset = dataset
+        with strategy.scope():
+            self.tokens = tf.constant(dataset.train_x, tf.int32)
+
+    def host_indices(self, seeds, start_step, num_steps, batch_size, padded_steps):
+        return np.zeros([len(seeds), 0], np.int32)
+
+    def fetch(self):
+        return ()
+
+    def train_batch(self, indices, i, batch_size, replica, replicas, step, seeds, fetched):
+        x, y = token_windows.stream_batch(self.tokens, batch_size, self.dataset.unroll,
+                                          step, replica, replicas)
+        members = indices.shape[0]
+        return (tf.broadcast_to(x[None], tf.concat([[members], tf.shape(x)], 0)),
+                tf.broadcast_to(y[None], tf.concat([[members], tf.shape(y)], 0)))
+
+    def reset_carried_state(self, states, index, step, batch_size):
+        windows = token_windows.windows_per_epoch(self.dataset.num_train, batch_size,
+                                                  self.dataset.unroll)
+        fresh = tf.equal(step % tf.cast(windows, step.dtype), 0)
+        return [tf.where(fresh, tf.zeros_like(s), s) if j in index else s
+                for j, s in enumerate(states)]
+
+    def eval_batches(self, split: str, engine):
+        dataset = self.dataset
+        tokens = dataset.train_x if split == "train" else dataset.test_x
+        # Every target of the split, once (training windows drop the tail); per-token weights.
+        yield from token_windows.eval_windows(tokens, engine.eval_batch_size, dataset.unroll)
+
+
+def make_sampler(dataset, strategy, config):
+    """The sampler for `dataset` (the protocol is in this module's docstring)."""
+    if hasattr(dataset, "train_dataset"):  # data/streamed_dataset.StreamedDataset (ImageNet)
+        return StreamedSampler(dataset, strategy, config)
+    if dataset.ordering == "streams":
+        return StreamSampler(dataset, strategy)
+    return ShuffleSampler(dataset, strategy)
+
 
 # Members are evaluated on the training set over this many augmented training images
 # (a full pass over ImageNet's 1.28M images would cost a third of an epoch), drawn from
@@ -45,12 +197,12 @@ def _relax_batch(dataset):
 
 
 class StreamedSampler:
-    """The sampler protocol (see engine.make_sampler) over a streamed.StreamedDataset."""
+    """The sampler protocol (see make_sampler) over a streamed_dataset.StreamedDataset."""
 
     def __init__(self, dataset, strategy, config):
         self.dataset = dataset
         self.strategy = strategy
-        from tf_sgd_regimes import engine  # imported late: engine imports this module lazily
+        from tf_sgd_regimes import engine  # imported late: engine imports this module
 
         # XLA needs static shapes (and then the engine keeps one runner per batch size).
         self._static_batch = engine.use_xla(config, strategy)
