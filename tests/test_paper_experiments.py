@@ -14,8 +14,8 @@ from tf_sgd_regimes import engine
 from tf_sgd_regimes import experiments
 from tf_sgd_regimes import models
 from tf_sgd_regimes import samplers
-from tf_sgd_regimes import sweep
 from tf_sgd_regimes.configs import common
+from tf_sgd_regimes.sweep import loop as sweep
 
 PTB_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "ptb")
 MOCK_EXAMPLES = 16
