@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from tf_sgd_regimes import ledger
+from tf_sgd_regimes.sweep import ledger
 
 TINY = ["--config.model.hidden=(16,)", "--config.budget.epochs=1",
         "--config.sweep.batch_sizes=(64,128)", "--config.sweep.effective_lrs=(0.0625,0.25,1.0)",

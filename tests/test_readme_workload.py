@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from tf_sgd_regimes import ledger
+from tf_sgd_regimes.sweep import ledger
 
 SECTION = "## Add your own workload"
 # Appended to the README's commands: the same study on a grid of seconds.

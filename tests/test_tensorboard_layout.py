@@ -10,8 +10,9 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from tf_sgd_regimes import experiments, ledger, summaries
-from tf_sgd_regimes import sweep as sweep_lib
+from tf_sgd_regimes import experiments
+from tf_sgd_regimes.sweep import ledger, summaries
+from tf_sgd_regimes.sweep import loop as sweep_lib
 
 
 def nqm(rates=3, seeds=3, *extra):

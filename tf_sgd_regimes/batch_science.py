@@ -47,8 +47,9 @@ from typing import Dict, List, Optional
 import numpy as np
 import pandas as pd
 
-from tf_sgd_regimes import analysis
-from tf_sgd_regimes import ledger
+from tf_sgd_regimes import atomic
+from tf_sgd_regimes.report import analysis
+from tf_sgd_regimes.sweep import ledger
 
 STATUS_TO_THEIRS = {"complete": "COMPLETE", "diverged": "INFEASIBLE", "failed": "INCOMPLETE"}
 STATUS_FROM_THEIRS = {v: k for k, v in STATUS_TO_THEIRS.items()}
@@ -120,7 +121,7 @@ def columns_to_metrics(row: dict, perplexity: bool = False) -> Dict[str, Optiona
 def _tensorboard_curves(workdir: str, record: dict) -> Dict[int, dict]:
     """step -> {column: value} from the cell's TensorBoard scalars (curve tags only),
     whichever layout the sweep wrote (summaries.cell_scalars)."""
-    from tf_sgd_regimes import summaries
+    from tf_sgd_regimes.sweep import summaries
 
     rows = collections.defaultdict(dict)
     for tag, values in summaries.cell_scalars(workdir, record).items():
@@ -131,7 +132,7 @@ def _tensorboard_curves(workdir: str, record: dict) -> Dict[int, dict]:
 
 
 def _write_json(path: str, data: dict) -> None:
-    ledger.write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
+    atomic.write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
 
 
 def export(workdir: str, out_dir: str, records: Optional[List[dict]] = None,

@@ -97,12 +97,13 @@ def main(argv, overrides=()):
     print(f"[run] work directory {os.path.abspath(workdir)}", flush=True)
 
     from tf_sgd_regimes import data
-    from tf_sgd_regimes import distributed
-    from tf_sgd_regimes import launch
-    from tf_sgd_regimes import ledger
-    from tf_sgd_regimes import signals
-    from tf_sgd_regimes import summaries
-    from tf_sgd_regimes import sweep as sweep_lib
+    from tf_sgd_regimes import pack_checkpoint
+    from tf_sgd_regimes.sweep import distributed
+    from tf_sgd_regimes.sweep import launch
+    from tf_sgd_regimes.sweep import ledger
+    from tf_sgd_regimes.sweep import loop as sweep_lib
+    from tf_sgd_regimes.sweep import signals
+    from tf_sgd_regimes.sweep import summaries
 
     try:
         if _ORACLE_ADDRESS.value:
@@ -117,7 +118,7 @@ def main(argv, overrides=()):
     except launch.ChiefStopped as e:
         print(f"[run] {e}", flush=True)
         return signals.EXIT_PREEMPTED
-    except sweep_lib.Preempted as e:
+    except pack_checkpoint.Preempted as e:
         print(f"[run] preempted: {e}. Checkpoint saved; re-run the same command to resume.",
               flush=True)
         return signals.EXIT_PREEMPTED
@@ -140,7 +141,7 @@ def main(argv, overrides=()):
     tensorboard = os.path.abspath(os.path.join(workdir, "tensorboard"))
     if summaries.read_layout(workdir) == "point":
         what = ("one session per grid point, means over its seeds; per-cell sessions for a "
-                f"subset: python -m tf_sgd_regimes.summaries --workdir={workdir} "
+                f"subset: python -m tf_sgd_regimes.sweep.summaries --workdir={workdir} "
                 "--cells='momentum_B00064_*'")
     else:
         what = "one session per cell"

@@ -104,7 +104,7 @@ def nqm_config(rates: int, seeds: int):
 
 
 def run_size(cells: int, workdir: str) -> dict:
-    from tf_sgd_regimes import sweep as sweep_lib
+    from tf_sgd_regimes.sweep import loop as sweep_lib
 
     rates, seeds = grid_for(cells)
     config = nqm_config(rates, seeds)
@@ -167,7 +167,7 @@ def run_issue(workdir: str, extra=()) -> dict:
     wall = time.perf_counter() - start
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     lines = [l for l in out.stdout.splitlines() if l.startswith("[sweep] cells")]
-    from tf_sgd_regimes import ledger
+    from tf_sgd_regimes.sweep import ledger
 
     records = len(ledger.read(workdir))
     return {"mode": "issue", "cells": records, "wall_s": round(wall, 1),
@@ -223,7 +223,7 @@ def run_workers(cells: int, workers: int, workdir: str) -> dict:
     chief_out = chief.communicate()[0]
     wall = time.perf_counter() - start
     codes = [p.returncode for p in procs] + [chief.returncode]
-    from tf_sgd_regimes import grid, ledger
+    from tf_sgd_regimes.sweep import grid, ledger
     from tf_sgd_regimes.theory import nqm_engine
 
     config = nqm_config(rates, seeds)
@@ -247,8 +247,8 @@ def run_workers(cells: int, workers: int, workdir: str) -> dict:
 
 
 def run_kill_loop(cells: int, kills: int, workdir: str, seed: int = 0) -> dict:
-    from tf_sgd_regimes import ledger
-    from tf_sgd_regimes import sweep as sweep_lib
+    from tf_sgd_regimes.sweep import ledger
+    from tf_sgd_regimes.sweep import loop as sweep_lib
 
     rates, seeds = grid_for(cells)
     reference = workdir + "_reference"
@@ -362,7 +362,7 @@ def _startup_alone(workdir: str) -> float:
     """Seconds until TensorBoard answers on a logdir holding only the HParams experiment."""
     empty = os.path.join(workdir, "empty_logdir")
     os.makedirs(empty, exist_ok=True)
-    from tf_sgd_regimes import summaries
+    from tf_sgd_regimes.sweep import summaries
 
     summaries.write_experiment(empty, nqm_config(3, 1), "quadratic", "test")
     return _tensorboard_ready(summaries.tensorboard_dir(empty), 0)["hparams_ready_s"]

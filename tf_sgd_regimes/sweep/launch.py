@@ -16,11 +16,11 @@ import os
 import sys
 from typing import Callable, List, NamedTuple, Optional, Union
 
-from tf_sgd_regimes import distributed
-from tf_sgd_regimes import edges
-from tf_sgd_regimes import ledger
-from tf_sgd_regimes import signals
-from tf_sgd_regimes import sweep as sweep_lib
+from tf_sgd_regimes.sweep import distributed
+from tf_sgd_regimes.sweep import edges
+from tf_sgd_regimes.sweep import ledger
+from tf_sgd_regimes.sweep import loop as sweep_lib
+from tf_sgd_regimes.sweep import signals
 
 
 class ChiefStopped(Exception):
@@ -115,7 +115,7 @@ def failure_summary(records: List[dict], workdir: str) -> str:
             else f"{len(failed)} of {len(records)} cells failed")
     return (f"{head}. The first failure ({first['cell_id']}):\n{error}\n"
             f"(its record is in {path}; to train the failed cells again, run "
-            f"`python -m tf_sgd_regimes.ledger --workdir={workdir} --retry_failed`, "
+            f"`python -m tf_sgd_regimes.sweep.ledger --workdir={workdir} --retry_failed`, "
             "then the same command)")
 
 

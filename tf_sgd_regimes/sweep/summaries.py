@@ -21,7 +21,7 @@ TensorBoard's HParams dashboard takes one session per run, and the run count is 
 load time grows with (BENCHMARKS.md), so a sweep of 10,000+ cells gets one session per
 grid point: the point the paper's analysis is about (the mean over seeds), 15 times fewer
 runs, and a directory and an event file per point rather than per cell.
-`python -m tf_sgd_regimes.summaries --workdir=DIR --cells=GLOB` writes per-cell runs for
+`python -m tf_sgd_regimes.sweep.summaries --workdir=DIR --cells=GLOB` writes per-cell runs for
 a chosen subset into DIR/tensorboard_cells/ from the ledger and the point runs.
 
 A cell's final event file (`FINAL_EVENTS_FILE` in the cell layout; one per pack and point
@@ -51,6 +51,8 @@ from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.plugins.scalar import summary_v2 as scalar_summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.summary.writer.record_writer import RecordWriter
+
+from tf_sgd_regimes import atomic
 
 # Hyperparameters shown in the HParams dashboard, in this column order.
 # "tfevents" makes TensorBoard read it; "9999999999" sorts it after timestamped files.
@@ -119,9 +121,7 @@ def choose_layout(workdir: str, total_cells: int, per_cell_sessions_max: int) ->
         layout = "cell" if total_cells <= per_cell_sessions_max else "point"
     elif os.path.exists(path):
         return layout
-    from tf_sgd_regimes import ledger  # write_atomic; ledger does not import us
-
-    ledger.write_atomic(path, json.dumps({"layout": layout, "cells": total_cells,
+    atomic.write_atomic(path, json.dumps({"layout": layout, "cells": total_cells,
                                           "per_cell_sessions_max": per_cell_sessions_max})
                         + "\n")
     return layout
@@ -443,7 +443,7 @@ def export_cells(workdir: str, pattern: str, out: Optional[str] = None) -> List[
     "momentum_B00064_*") into `out` (default <workdir>/tensorboard_cells): its HParams
     session with the seed, final metrics from the ledger and its curve from the sweep's
     runs, for a per-cell HParams view of a subset of a large sweep. Returns the cells."""
-    from tf_sgd_regimes import ledger
+    from tf_sgd_regimes.sweep import ledger
 
     out = out or os.path.join(workdir, "tensorboard_cells")
     records = [r for r in ledger.read(workdir) if fnmatch.fnmatchcase(r["cell_id"], pattern)]
@@ -489,7 +489,7 @@ def export_cells(workdir: str, pattern: str, out: Optional[str] = None) -> List[
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tf_sgd_regimes.summaries",
+        prog="python -m tf_sgd_regimes.sweep.summaries",
         description="Export per-cell TensorBoard runs (HParams session per cell) for a "
         "subset of a sweep, e.g. of a large sweep logged per grid point.")
     parser.add_argument("--workdir", required=True)

@@ -53,6 +53,8 @@ import tempfile
 import time
 from typing import Dict, Iterable, List, Optional, Sequence
 
+from tf_sgd_regimes.atomic import write_atomic
+
 STATUSES = ("complete", "diverged", "failed")
 FORMAT = "tf_sgd_regimes.ledger.segment/1"
 SEGMENT_PREFIX, SEGMENT_SUFFIX = "seg-", ".jsonl"
@@ -92,28 +94,6 @@ def _clean(value):
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     return value
-
-
-def write_atomic(path: str, text: str, fsync: bool = True) -> None:
-    """Replaces `path` with `text` atomically (temp file, fsync, rename).
-
-    Readers see the old file or the new one, never a partial one. fsync=False keeps
-    that guarantee against a killed process (not against a power cut) at less cost.
-    """
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _fsync_dir(directory: str) -> None:
@@ -356,7 +336,7 @@ def retry_failed(workdir: str) -> List[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tf_sgd_regimes.ledger",
+        prog="python -m tf_sgd_regimes.sweep.ledger",
         description="Inspect a sweep's ledger, or take its failed records out to retry them.")
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--retry_failed", action="store_true",

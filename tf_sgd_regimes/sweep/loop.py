@@ -1,8 +1,8 @@
 """A sweep: keras-tuner hands out cells, the engine trains them in packs, the ledger keeps them.
 
 Every cell ends in exactly one terminal ledger record (complete / diverged / failed) and
-its TensorBoard run (or its seed's tags in its grid point's run, summaries.py). Running the same sweep again skips cells that have a record and
-resumes the pack that was running from its last checkpoint (resume.py), so a killed,
+its TensorBoard run (or its seed's tags in its grid point's run, summaries.py). Running
+the same sweep again skips cells that have a record and resumes the pack that was running from its last checkpoint (resume.py), so a killed,
 preempted (SIGTERM) or disk-full sweep picks up where it stopped.
 """
 
@@ -23,17 +23,19 @@ import numpy as np
 import tensorflow as tf
 
 import tf_sgd_regimes
+from tf_sgd_regimes import atomic
 from tf_sgd_regimes import data as data_registry
 from tf_sgd_regimes import engine as engine_lib
 from tf_sgd_regimes import experiments
-from tf_sgd_regimes import grid
-from tf_sgd_regimes import handout
-from tf_sgd_regimes import ledger
-from tf_sgd_regimes import progress as progress_lib
-from tf_sgd_regimes import resume
-from tf_sgd_regimes import signals
+from tf_sgd_regimes import pack_checkpoint
 from tf_sgd_regimes import strategy as strategy_lib
-from tf_sgd_regimes import summaries
+from tf_sgd_regimes.sweep import grid
+from tf_sgd_regimes.sweep import handout
+from tf_sgd_regimes.sweep import ledger
+from tf_sgd_regimes.sweep import progress as progress_lib
+from tf_sgd_regimes.sweep import resume
+from tf_sgd_regimes.sweep import signals
+from tf_sgd_regimes.sweep import summaries
 
 CONFIG_FILE = "config.json"
 
@@ -79,7 +81,7 @@ def prepare_workdir(workdir: str, config) -> bool:
                 "--workdir (or delete this one).")
         if saved == current:
             return False
-    ledger.write_atomic(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
+    atomic.write_atomic(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
     return True
 
 
@@ -89,7 +91,6 @@ def per_cell_sessions_max(config) -> int:
     return int(tensorboard.get("per_cell_sessions_max", 2000))
 
 
-Preempted = engine_lib.Preempted
 Pack = handout.Pack
 # Errors that make a pack untrainable: its cells are recorded as failed, the sweep goes on.
 TRAINING_ERRORS = (tf.errors.ResourceExhaustedError, tf.errors.InvalidArgumentError,
@@ -100,7 +101,7 @@ class DiskFullError(RuntimeError):
     """No space left on device: the sweep stopped; records written so far are intact."""
 
 
-class SweepCheckpoint(engine_lib.PackCheckpoint):
+class SweepCheckpoint(pack_checkpoint.PackCheckpoint):
     """A PackCheckpoint that tells the sweep what it did and outlives training.
 
     The engine clears its checkpoint when training ends; ours stays until the pack's
@@ -203,8 +204,8 @@ class Sweep:
         """Trains every cell without a record; returns all records of the sweep.
 
         Raises:
-          Preempted: SIGTERM (or should_stop) arrived; the running pack's checkpoint is
-            saved and the next start resumes it.
+          pack_checkpoint.Preempted: SIGTERM (or should_stop) arrived; the running pack's
+            checkpoint is saved and the next start resumes it.
           DiskFullError: no space left; records so far are intact, re-run once freed.
           ledger.LedgerError: a corrupt ledger record (the message says what to do).
         """
@@ -248,7 +249,7 @@ class Sweep:
                     if on_pack is not None:
                         on_pack(new_records)
                 else:
-                    raise Preempted("stop requested (SIGTERM); the next start resumes")
+                    raise pack_checkpoint.Preempted("stop requested (SIGTERM); the next start resumes")
         except Exception as e:
             self._save_oracle()
             if resume.is_disk_full(e):
@@ -283,7 +284,7 @@ class Sweep:
         try:
             return self.engine.train_pack(members, first.batch_size, first.steps, on_chunk,
                                           checkpoint=checkpoint, should_stop=should_stop)
-        except engine_lib.CheckpointError as e:
+        except pack_checkpoint.CheckpointError as e:
             # Retraining from step 0 loses time, not correctness; the TensorBoard marks
             # keep already-written steps from being written again.
             self._say(f"[sweep] warning: {e}; retraining the pack from step 0")
@@ -338,7 +339,7 @@ class Sweep:
                 results, error = self._train(members, first, checkpoint, on_chunk,
                                              should_stop), None
             except TRAINING_ERRORS as e:
-                if isinstance(e, Preempted) or resume.is_disk_full(e):
+                if isinstance(e, pack_checkpoint.Preempted) or resume.is_disk_full(e):
                     raise
                 # A pack that cannot train is recorded as failed, cell by cell.
                 results = None
