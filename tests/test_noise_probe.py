@@ -145,10 +145,10 @@ def test_step_zero_is_measured_once_per_engine_and_seeds(monkeypatch):
     config.train.noise_scale.update(enabled=True, batch_small=4, batch_big=16, num_batches=2)
     config.lock()
     engine = engine_lib.Engine(config, dataset, tf.distribute.get_strategy())
-    calls = []
+    calls, templates = [], set()
     measure = noise_probe.measure_stacked
-    monkeypatch.setattr(noise_probe, "measure_stacked",
-                        lambda *a, **k: calls.append(k["seed"]) or measure(*a, **k))
+    monkeypatch.setattr(noise_probe, "measure_stacked", lambda *a, **k: calls.append(
+        k["seed"]) or templates.add(id(a[0])) or measure(*a, **k))
     pack = lambda lr, seeds: [engine_lib.Member(f"{lr}_{s}", lr, 0.0, s)  # noqa: E731
                               for s in seeds]
     first = engine.train_pack(pack(0.1, [0, 1]), 8, 10)
@@ -161,6 +161,13 @@ def test_step_zero_is_measured_once_per_engine_and_seeds(monkeypatch):
     third = engine.train_pack(pack(0.1, [1, 2]), 8, 10)  # other seeds: measured again
     assert calls == [0, 5, 5, 0, 5]
     assert third[0].metrics["noise_scale_init"] == first[1].metrics["noise_scale_init"]
+    # The B = 4 pack ran under XLA (auto) and a pack of another size has its own runner:
+    # three runners (and templates), yet the probe traces its function through the
+    # engine's first template only, and measures the same values.
+    fourth = engine.train_pack(pack(0.1, [0, 1, 2]), 8, 10)
+    assert len(engine._runners) == 3 and len(templates) == 1
+    assert [r.metrics["noise_scale_mid"] for r in fourth[:2]] == \
+        [r.metrics["noise_scale_mid"] for r in first]
 
 
 @pytest.mark.parametrize("stop_after_chunks", [2, 3])

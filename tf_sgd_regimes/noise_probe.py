@@ -26,6 +26,10 @@ _COMPILED = weakref.WeakKeyDictionary()  # template -> {loss key: tf.function}
 # seed alone and the step-0 draw of examples is fixed, so every pack of a sweep with the
 # same seeds measures the same values at step 0: measured once per engine.
 _AT_INIT = weakref.WeakKeyDictionary()
+# engine -> the template its probes run through. An engine's runners (one per XLA batch
+# size) have templates of the same structure, and tracing the probe's function costs
+# seconds where a measurement costs 0.1 s: one template per engine, one trace.
+_TEMPLATE = weakref.WeakKeyDictionary()
 
 
 def _check(dataset, batch_small: int, batch_big: int, num_batches: int) -> int:
@@ -209,8 +213,9 @@ class PackProbe:
             results = known[key]
         else:
             pick = lambda v: tf.gather(v.read_value(), first)  # noqa: E731
+            template = _TEMPLATE.setdefault(self.engine, runner.template)
             results = measure_stacked(
-                runner.template, [pick(w) for w in runner.weights],
+                template, [pick(w) for w in runner.weights],
                 [pick(s) for s in runner.states], self.engine.dataset,
                 self.engine.dataset.task, *sizes, seed=int(step), l2=float(config.l2),
                 regularized=runner.regularized)
