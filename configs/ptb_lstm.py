@@ -39,7 +39,7 @@ def _base():
     # ln(10,000) = 9.2, so the bound is 50 per token.
     config.train.divergence_loss = 50.0 * 35
     # 64 evaluation streams of ~1,290 consecutive test targets each, together every target
-    # of the split once (data.streams.eval_windows); the carried state matters as in a
+    # of the split once (data.token_windows.eval_windows); the carried state matters as in a
     # single-stream pass (Zaremba et al. evaluate with one: eval_batch_size=1) at a
     # fraction of the time, at the price of 63 more cold starts.
     config.train.eval_batch_size = 64

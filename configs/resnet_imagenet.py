@@ -11,7 +11,7 @@ ImageNet must be prepared first (tfds "imagenet2012" needs a manual download; th
 message says how). 2 optimizers x 3 batch sizes x 9 effective learning rates x 1 seed = 54
 cells; the table's grid is 1..16, so 2^-2..2^6 keeps every optimum inside.
 
-Data is streamed with tf.data (tf_sgd_regimes.streaming), one input pipeline per packed
+Data is streamed with tf.data (tf_sgd_regimes.samplers), one input pipeline per packed
 member; the paper trains one model per (batch size, learning rate), so a pack holds one.
 """
 

@@ -28,8 +28,6 @@ sides (the report flags an optimum on the edge).
 
 from tf_sgd_regimes.configs import common
 
-CIFAR_TRAIN = 50_000
-
 
 def _base(dataset: str = "cifar10", depth: int = 16, width: int = 4,
           normalization: str = "batch_norm"):

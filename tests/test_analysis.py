@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tf_sgd_regimes import analysis
+from tf_sgd_regimes.report import analysis
 
 
 def make_record(optimizer, batch_size, lr, seed, acc=None, loss=None, status="complete",

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tf_sgd_regimes import analysis, batch_science, ledger, report
+from tf_sgd_regimes import batch_science, report
+from tf_sgd_regimes.report import analysis
+from tf_sgd_regimes.sweep import ledger
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(REPO, "tests", "fixtures", "batch_science")

@@ -102,7 +102,7 @@ def test_tarball_source_checks_hash_and_extracts(tmp_path):
 def test_evaluation_windows_score_every_target_once(tmp_path, batch_size, unroll):
     # A split in the PTB text format whose length is not a multiple of anything: training
     # windows (stream_batch) would drop its tail; evaluation must not.
-    from tf_sgd_regimes.data import streams
+    from tf_sgd_regimes.data import token_windows
 
     words = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran"]
     rng = np.random.default_rng(0)
@@ -112,7 +112,7 @@ def test_evaluation_windows_score_every_target_once(tmp_path, batch_size, unroll
     dataset = data.get_dataset("ptb", data_dir=str(tmp_path), unroll=unroll)
     tokens = dataset.test_x
     assert len(tokens) == sum(len(line.split()) + 1 for line in lines)
-    batches = list(streams.eval_windows(tokens, batch_size, unroll))
+    batches = list(token_windows.eval_windows(tokens, batch_size, unroll))
     x = np.concatenate([b[0] for b in batches], axis=1)
     y = np.concatenate([b[1] for b in batches], axis=1)
     weights = np.concatenate([b[2] for b in batches], axis=1)

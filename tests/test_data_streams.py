@@ -5,18 +5,18 @@ import pytest
 import tensorflow as tf
 
 from tf_sgd_regimes.data import base
-from tf_sgd_regimes.data import streams
+from tf_sgd_regimes.data import token_windows
 
 TOKENS = np.arange(50, dtype=np.int32)  # B=2 -> rows 0..24 and 25..49, L=25, 4 windows of 5
 
 
 def _batch(step, **kwargs):
-    x, y = streams.stream_batch(TOKENS, 2, 5, tf.constant(step), **kwargs)
+    x, y = token_windows.stream_batch(TOKENS, 2, 5, tf.constant(step), **kwargs)
     return x.numpy(), y.numpy()
 
 
 def test_hand_example():
-    assert streams.windows_per_epoch(50, 2, 5) == 4  # (25 - 1) // 5
+    assert token_windows.windows_per_epoch(50, 2, 5) == 4  # (25 - 1) // 5
     x, y = _batch(0)
     np.testing.assert_array_equal(x, [[0, 1, 2, 3, 4], [25, 26, 27, 28, 29]])
     np.testing.assert_array_equal(y, [[1, 2, 3, 4, 5], [26, 27, 28, 29, 30]])
@@ -41,9 +41,9 @@ def test_epoch_matches_numpy_reference():
     batch_size, unroll = 8, 7
     row_length = len(tokens) // batch_size
     rows = tokens[: batch_size * row_length].reshape(batch_size, row_length)
-    windows = streams.windows_per_epoch(len(tokens), batch_size, unroll)
+    windows = token_windows.windows_per_epoch(len(tokens), batch_size, unroll)
     assert windows == (row_length - 1) // unroll
-    xs, ys = zip(*(streams.stream_batch(tokens, batch_size, unroll, tf.constant(t))
+    xs, ys = zip(*(token_windows.stream_batch(tokens, batch_size, unroll, tf.constant(t))
                    for t in range(windows)))
     np.testing.assert_array_equal(np.concatenate(xs, axis=1), rows[:, : windows * unroll])
     np.testing.assert_array_equal(np.concatenate(ys, axis=1), rows[:, 1: windows * unroll + 1])
@@ -57,14 +57,14 @@ def test_agrees_with_dataset_steps_per_epoch(num_tokens, batch_size, unroll):
         test_x=np.zeros(10, np.int32), test_y=None, num_outputs=2, input_shape=(unroll,),
         ordering="streams", unroll=unroll,
     )
-    assert dataset.steps_per_epoch(batch_size) == streams.windows_per_epoch(
+    assert dataset.steps_per_epoch(batch_size) == token_windows.windows_per_epoch(
         num_tokens, batch_size, unroll
     )
 
 
 def test_ptb_paper_step_count():
     # Appendix D: 16,560 updates = 40 epochs at B = 64 on PTB's 929,589 training tokens.
-    assert 40 * streams.windows_per_epoch(929_589, 64, 35) == 16_560
+    assert 40 * token_windows.windows_per_epoch(929_589, 64, 35) == 16_560
 
 
 def test_inside_tf_function_with_tensor_step_traces_once():
@@ -72,7 +72,7 @@ def test_inside_tf_function_with_tensor_step_traces_once():
 
     @tf.function(jit_compile=True)
     def window(step):
-        return streams.stream_batch(tokens, 2, 5, step)
+        return token_windows.stream_batch(tokens, 2, 5, step)
 
     for step in range(6):
         x, _ = window(tf.constant(step, tf.int64))
@@ -82,6 +82,6 @@ def test_inside_tf_function_with_tensor_step_traces_once():
 
 def test_bad_batch_sizes_are_refused():
     with pytest.raises(ValueError, match="not divisible"):
-        streams.stream_batch(TOKENS, 3, 5, tf.constant(0), num_replicas=2)
+        token_windows.stream_batch(TOKENS, 3, 5, tf.constant(0), num_replicas=2)
     with pytest.raises(ValueError, match="too large"):
-        streams.stream_batch(TOKENS, 10, 5, tf.constant(0))  # rows of 5 < unroll + 1
+        token_windows.stream_batch(TOKENS, 10, 5, tf.constant(0))  # rows of 5 < unroll + 1

@@ -67,7 +67,7 @@ def test_validation_fraction_holds_out_the_tail():
 def test_report_states_the_chains_bound_beside_the_best_run():
     import pandas as pd
 
-    from tf_sgd_regimes import analysis, report
+    from tf_sgd_regimes.report import analysis, compose
 
     fields = dict(vocab_size=16, chain_seed=5)
     loaded = synthetic.load_synthetic_language(num_train_tokens=2000, num_test_tokens=500,
@@ -83,8 +83,8 @@ def test_report_states_the_chains_bound_beside_the_best_run():
                             "test_perplexity_mean": [2 * bound, 1.5 * bound]})
     settings = analysis.Settings(selection_metric="test_perplexity", selection_mode="min")
     config = {"data": dict(name="synthetic_language", **fields)}
-    _, line = report._language_bound(config, optimal, settings)
+    _, line = compose._language_bound(config, optimal, settings)
     assert f"{loaded.info['optimal_perplexity']:.3f} at best" in line
     assert f"{loaded.info['unigram_perplexity']:.3f}" in line
     assert "(momentum, B = 16), 1.500x the bound" in line
-    assert report._language_bound({"data": {"name": "digits"}}, optimal, settings) == []
+    assert compose._language_bound({"data": {"name": "digits"}}, optimal, settings) == []

@@ -9,8 +9,10 @@ import time
 import pytest
 
 import sweep_fixtures as fx
-from tf_sgd_regimes import distributed, engine, experiments, grid, resume
-from tf_sgd_regimes import sweep as sweep_lib
+from tf_sgd_regimes import experiments
+from tf_sgd_regimes import pack_checkpoint
+from tf_sgd_regimes.sweep import distributed, grid, resume
+from tf_sgd_regimes.sweep import loop as sweep_lib
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +39,7 @@ def _checkpointed_pack(workdir, tuner_id):
     root = resume.checkpoints_dir(workdir)
     for name in os.listdir(root) if os.path.isdir(root) else ():
         try:
-            with open(os.path.join(root, name, engine.PackCheckpoint.MANIFEST)) as f:
+            with open(os.path.join(root, name, pack_checkpoint.MANIFEST)) as f:
                 if json.load(f)["cells"] == cells:
                     return cells
         except (FileNotFoundError, ValueError):

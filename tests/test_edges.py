@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from tf_sgd_regimes import analysis, edges, ledger
+from tf_sgd_regimes.report import analysis
+from tf_sgd_regimes.sweep import edges, ledger
 
 
 def record(batch_size, lr, acc, seed=0, optimizer="sgd", status="complete", epochs=5.0):
@@ -192,7 +193,8 @@ def test_extend_edges_reports_a_stalled_run_function(tmp_path):
 
 
 def test_real_sweep_on_digits_grows_a_too_small_grid(tmp_path):
-    from tf_sgd_regimes import experiments, sweep
+    from tf_sgd_regimes import experiments
+    from tf_sgd_regimes.sweep import loop as sweep
 
     cfg = experiments.get_config("digits_mlp_epoch_budget")
     cfg.sweep.optimizers = ("sgd",)

@@ -12,6 +12,8 @@ import tensorflow as tf
 from conftest import engine_config, pack_weights, run_python, tiny_dataset
 from tf_sgd_regimes import engine as engine_lib
 from tf_sgd_regimes import models, optimizers, schedules
+from tf_sgd_regimes import pack_checkpoint
+from tf_sgd_regimes import samplers
 
 BATCH = 6  # 40 examples: epoch boundaries fall inside batches (40 % 6 != 0)
 STEPS = 30  # 4.5 epochs; the schedule decays at steps 15, 17, 18, 20, ..., 29
@@ -161,7 +163,7 @@ def test_result_does_not_depend_on_pack_composition(packed):
 
 def test_shuffle_sampler_uses_every_example_once_per_epoch():
     dataset = tiny_dataset()
-    sampler = engine_lib.ShuffleSampler(dataset, tf.distribute.get_strategy())
+    sampler = samplers.ShuffleSampler(dataset, tf.distribute.get_strategy())
     n = dataset.num_train
     # Three chunks of 7 steps of 6 = 126 positions: epochs 0-2 whole, epoch 3 in part.
     rows = np.concatenate([sampler.host_indices([3, 4], start, 7, BATCH, 9)[:, :7 * BATCH]
@@ -272,14 +274,14 @@ class StopAfter:
 def test_preempted_pack_resumes_to_the_uninterrupted_result(tmp_path, packed):
     results, weights, _ = packed
     directory = str(tmp_path / "ckpt")
-    with pytest.raises(engine_lib.Preempted):
-        train(MEMBERS, checkpoint=engine_lib.PackCheckpoint(directory, every_s=1e-9),
+    with pytest.raises(pack_checkpoint.Preempted):
+        train(MEMBERS, checkpoint=pack_checkpoint.PackCheckpoint(directory, every_s=1e-9),
               should_stop=StopAfter(2))
     manifest = json.loads((tmp_path / "ckpt" / "manifest.json").read_text())
     assert manifest["step"] == 14
     chunks = []
     resumed, resumed_weights, _ = train(
-        MEMBERS, checkpoint=engine_lib.PackCheckpoint(directory, every_s=1e-9),
+        MEMBERS, checkpoint=pack_checkpoint.PackCheckpoint(directory, every_s=1e-9),
         on_chunk=chunks.append)
     assert [c.step for c in chunks] == [21, 28, 30]  # continued, not restarted
     assert_same_results(resumed, results, rtol=0)
@@ -291,11 +293,11 @@ def test_preempted_pack_resumes_to_the_uninterrupted_result(tmp_path, packed):
 def test_checkpoint_of_another_pack_is_ignored(tmp_path):
     directory = str(tmp_path / "ckpt")
     other = [engine_lib.Member("other", 0.3, 0.0, 9)]
-    with pytest.raises(engine_lib.Preempted):
-        train(other, checkpoint=engine_lib.PackCheckpoint(directory, every_s=1e-9),
+    with pytest.raises(pack_checkpoint.Preempted):
+        train(other, checkpoint=pack_checkpoint.PackCheckpoint(directory, every_s=1e-9),
               should_stop=StopAfter(3))
     chunks = []
-    results, _, _ = train(MEMBERS[:1], checkpoint=engine_lib.PackCheckpoint(directory, 1e-9),
+    results, _, _ = train(MEMBERS[:1], checkpoint=pack_checkpoint.PackCheckpoint(directory, 1e-9),
                           on_chunk=chunks.append)
     assert chunks[0].step == 7  # trained from the start
     fresh, _, _ = train(MEMBERS[:1])
@@ -304,26 +306,26 @@ def test_checkpoint_of_another_pack_is_ignored(tmp_path):
 
 def test_corrupt_manifest_raises_naming_the_path(tmp_path):
     directory = str(tmp_path / "ckpt")
-    with pytest.raises(engine_lib.Preempted):
-        train(MEMBERS[:1], checkpoint=engine_lib.PackCheckpoint(directory, 1e-9),
+    with pytest.raises(pack_checkpoint.Preempted):
+        train(MEMBERS[:1], checkpoint=pack_checkpoint.PackCheckpoint(directory, 1e-9),
               should_stop=StopAfter(1))
     manifest = tmp_path / "ckpt" / "manifest.json"
     manifest.write_text(manifest.read_text()[:20])  # truncated mid-write
-    with pytest.raises(engine_lib.CheckpointError, match=str(manifest)):
-        train(MEMBERS[:1], checkpoint=engine_lib.PackCheckpoint(directory, 1e-9))
+    with pytest.raises(pack_checkpoint.CheckpointError, match=str(manifest)):
+        train(MEMBERS[:1], checkpoint=pack_checkpoint.PackCheckpoint(directory, 1e-9))
 
 
 def test_corrupt_checkpoint_data_raises_naming_the_path(tmp_path):
     directory = tmp_path / "ckpt"
-    with pytest.raises(engine_lib.Preempted):
-        train(MEMBERS[:1], checkpoint=engine_lib.PackCheckpoint(str(directory), 1e-9),
+    with pytest.raises(pack_checkpoint.Preempted):
+        train(MEMBERS[:1], checkpoint=pack_checkpoint.PackCheckpoint(str(directory), 1e-9),
               should_stop=StopAfter(1))
     data_files = list(directory.glob("step-*/ckpt*.data-*"))
     assert data_files
     for path in data_files:
         path.write_bytes(b"\0" * 7)
-    with pytest.raises(engine_lib.CheckpointError, match=str(directory)):
-        train(MEMBERS[:1], checkpoint=engine_lib.PackCheckpoint(str(directory), 1e-9))
+    with pytest.raises(pack_checkpoint.CheckpointError, match=str(directory)):
+        train(MEMBERS[:1], checkpoint=pack_checkpoint.PackCheckpoint(str(directory), 1e-9))
 
 
 # -- MirroredStrategy over two logical CPU devices ------------------------------------

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from tf_sgd_regimes import ledger
+from tf_sgd_regimes import atomic
+from tf_sgd_regimes.sweep import ledger
 
 
 def record(cell_id="sgd_B00064_lr0.25_E1_s0", status="complete", **metrics):
@@ -98,8 +99,8 @@ def test_temporary_files_never_look_like_records(tmp_path):
 
 def test_write_atomic_replaces_whole_files(tmp_path):
     path = str(tmp_path / "sub" / "config.json")
-    ledger.write_atomic(path, "first\n")
-    ledger.write_atomic(path, "second\n")
+    atomic.write_atomic(path, "first\n")
+    atomic.write_atomic(path, "second\n")
     assert open(path).read() == "second\n"
     assert os.listdir(tmp_path / "sub") == ["config.json"]
 

@@ -29,10 +29,11 @@ _SCRIPT = textwrap.dedent("""
         cpu, [tf.config.LogicalDeviceConfiguration()] * 4)
     sys.path.insert(0, "tests")
     from conftest import shrunk_config, tiny_dataset
-    from tf_sgd_regimes import data as data_registry, engine as engine_lib, experiments, sweep
+    from tf_sgd_regimes import data as data_registry, engine as engine_lib, experiments
     from tf_sgd_regimes import strategy as strategy_lib
     from tf_sgd_regimes.data import base
     from tf_sgd_regimes.models import layers
+    from tf_sgd_regimes.sweep import loop as sweep
 
     def strategy_of(replicas):
         if replicas == 1:

@@ -11,6 +11,7 @@ from conftest import engine_config, tiny_dataset
 
 from tf_sgd_regimes import engine as engine_lib
 from tf_sgd_regimes import noise_probe
+from tf_sgd_regimes import pack_checkpoint
 
 
 def regression_problem(num_train=300, dim=5, seed=0):
@@ -153,9 +154,9 @@ def test_a_resumed_pack_keeps_its_noise_scale(tmp_path, stop_after_chunks):
     uninterrupted = engine().train_pack(members, 8, 23)
     directory = str(tmp_path / "ckpt")
     chunks = []
-    with pytest.raises(engine_lib.Preempted):
+    with pytest.raises(pack_checkpoint.Preempted):
         engine().train_pack(members, 8, 23,
-                            checkpoint=engine_lib.PackCheckpoint(directory, every_s=1e9),
+                            checkpoint=pack_checkpoint.PackCheckpoint(directory, every_s=1e9),
                             on_chunk=chunks.append,
                             should_stop=lambda: len(chunks) >= stop_after_chunks - 1)
     measured = []
@@ -163,7 +164,7 @@ def test_a_resumed_pack_keeps_its_noise_scale(tmp_path, stop_after_chunks):
     try:
         noise_probe.measure_stacked = lambda *a, **k: measured.append(1) or original(*a, **k)
         resumed = engine().train_pack(
-            members, 8, 23, checkpoint=engine_lib.PackCheckpoint(directory, every_s=1e9))
+            members, 8, 23, checkpoint=pack_checkpoint.PackCheckpoint(directory, every_s=1e9))
     finally:
         noise_probe.measure_stacked = original
     assert len(measured) == (1 if stop_after_chunks == 2 else 0)  # only what was still due

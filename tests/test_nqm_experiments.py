@@ -5,14 +5,15 @@ import os
 import numpy as np
 import pytest
 
-from tf_sgd_regimes import analysis
 from tf_sgd_regimes import engine as engine_lib
 from tf_sgd_regimes import experiments
-from tf_sgd_regimes import grid
-from tf_sgd_regimes import ledger
+from tf_sgd_regimes import pack_checkpoint
 from tf_sgd_regimes import report
-from tf_sgd_regimes import summaries
-from tf_sgd_regimes import sweep as sweep_lib
+from tf_sgd_regimes.report import analysis
+from tf_sgd_regimes.sweep import grid
+from tf_sgd_regimes.sweep import ledger
+from tf_sgd_regimes.sweep import loop as sweep_lib
+from tf_sgd_regimes.sweep import summaries
 from tf_sgd_regimes.theory import nqm, nqm_engine
 
 NAMES = ("nqm_epoch_budget", "nqm_step_budget", "nqm_epoch_budget_sweep")
@@ -170,7 +171,7 @@ def test_engine_contract_divergence_curves_and_stop():
     lr0 = nqm.learning_rate("sgd", 0.5, 0.0)
     curve = nqm.expected_loss_curve(dict(config.nqm), lr0, 0.0, 64, 256)
     assert reports[-1].mean_loss[0] == pytest.approx(curve[-1], rel=1e-9)
-    with pytest.raises(engine_lib.Preempted):
+    with pytest.raises(pack_checkpoint.Preempted):
         engine.train_pack(members, 64, 256, should_stop=lambda: True)
     bad = experiments.get_config("nqm_epoch_budget")
     bad.schedule.warmup_steps = 10

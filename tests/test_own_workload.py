@@ -16,15 +16,14 @@ import tensorflow as tf
 
 import tf_sgd_regimes as sgd
 from conftest import REPO
-from tf_sgd_regimes import analysis
 from tf_sgd_regimes import data
 from tf_sgd_regimes import experiments
-from tf_sgd_regimes import launch
 from tf_sgd_regimes import models
 from tf_sgd_regimes import report
-from tf_sgd_regimes import summaries
-from tf_sgd_regimes import sweep as sweep_lib
 from tf_sgd_regimes import tasks
+from tf_sgd_regimes.report import analysis
+from tf_sgd_regimes.sweep import loop as sweep_lib
+from tf_sgd_regimes.sweep import summaries
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -13,9 +13,9 @@ from tf_sgd_regimes import data
 from tf_sgd_regimes import engine
 from tf_sgd_regimes import experiments
 from tf_sgd_regimes import models
-from tf_sgd_regimes import streaming
-from tf_sgd_regimes import sweep
+from tf_sgd_regimes import samplers
 from tf_sgd_regimes.configs import common
+from tf_sgd_regimes.sweep import loop as sweep
 
 PTB_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "ptb")
 MOCK_EXAMPLES = 16
@@ -157,7 +157,7 @@ def test_streamed_sampler_gives_each_member_its_own_stream(tmp_path):
     strategy = tf.distribute.get_strategy()
     with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
         dataset = _imagenet(tmp_path)
-        sampler = streaming.StreamedSampler(dataset, strategy, _streamed_config())
+        sampler = samplers.StreamedSampler(dataset, strategy, _streamed_config())
         traces = []
 
         @tf.function
@@ -197,7 +197,7 @@ def test_engine_trains_a_streamed_pack(tmp_path):
     with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
         dataset = _imagenet(tmp_path)
         trainer = engine.Engine(_streamed_config(), dataset, tf.distribute.get_strategy())
-        assert isinstance(trainer.sampler, streaming.StreamedSampler)
+        assert isinstance(trainer.sampler, samplers.StreamedSampler)
         members = [engine.Member("a", 0.1, 0.9, 0), engine.Member("b", 0.1, 0.9, 1)]
         first = trainer.train_pack(members, 4, 3)
         again = trainer.train_pack(members, 4, 3)

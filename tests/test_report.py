@@ -1,4 +1,4 @@
-"""Tests for report.py, tables.py and figures.py on synthetic ledger records."""
+"""Tests for report/compose.py, tables.py and figures.py on synthetic ledger records."""
 
 import json
 import os
@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from test_analysis import make_record, synthetic_records
-from tf_sgd_regimes import analysis, figures, ledger, reference, report, tables
+from tf_sgd_regimes import reference, report
+from tf_sgd_regimes.report import analysis, figures, tables
+from tf_sgd_regimes.sweep import ledger
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -14,8 +14,11 @@ import pytest
 from absl import flags
 
 import sweep_fixtures as fx
-from tf_sgd_regimes import analysis, engine, grid, ledger, progress, resume, signals
-from tf_sgd_regimes import sweep as sweep_lib
+from tf_sgd_regimes import atomic
+from tf_sgd_regimes import pack_checkpoint
+from tf_sgd_regimes.report import analysis
+from tf_sgd_regimes.sweep import grid, ledger, progress, resume, signals
+from tf_sgd_regimes.sweep import loop as sweep_lib
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +32,7 @@ def reference(tmp_path_factory):
 
 
 def _expected_cells(config):
-    from tf_sgd_regimes import sweep as s
+    from tf_sgd_regimes.sweep import loop as s
 
     dataset = s.load_dataset(config)
     return {c.cell_id for c in grid.all_cells(config, dataset.steps_per_epoch)}
@@ -67,7 +70,7 @@ def _manifests(workdir):
     out = {}
     if os.path.isdir(root):
         for name in os.listdir(root):
-            path = os.path.join(root, name, engine.PackCheckpoint.MANIFEST)
+            path = os.path.join(root, name, pack_checkpoint.MANIFEST)
             try:
                 out[name] = os.stat(path).st_mtime_ns
             except FileNotFoundError:
@@ -77,7 +80,7 @@ def _manifests(workdir):
 
 def _manifest_step(workdir):
     (name,) = _manifests(workdir)
-    path = os.path.join(resume.checkpoints_dir(workdir), name, engine.PackCheckpoint.MANIFEST)
+    path = os.path.join(resume.checkpoints_dir(workdir), name, pack_checkpoint.MANIFEST)
     with open(path) as f:
         return json.load(f)["step"]
 
@@ -273,7 +276,7 @@ def test_a_corrupt_checkpoint_is_reported_and_the_pack_retrained(reference, tmp_
         return chunks["n"] == 6
 
     sweep, _ = _sweep(workdir, "train.checkpoint_every_s=0.0")
-    with pytest.raises(sweep_lib.Preempted):
+    with pytest.raises(pack_checkpoint.Preempted):
         sweep.run(should_stop=stop_after_some_chunks)
     (name,) = _manifests(workdir)
     directory = os.path.join(resume.checkpoints_dir(workdir), name)
@@ -293,7 +296,7 @@ def test_disk_full_stops_cleanly_and_a_restart_completes(reference, tmp_path, mo
     """Promise 8: ENOSPC in a ledger write, then in a checkpoint write."""
     _, reference_records = reference
     workdir = str(tmp_path / "w")
-    real_append, real_write = ledger.append, ledger.write_atomic
+    real_append, real_write = ledger.append, atomic.write_atomic
     calls = {"append": 0}
 
     def full_after_four_records(directory, record, **kwargs):
@@ -310,18 +313,18 @@ def test_disk_full_stops_cleanly_and_a_restart_completes(reference, tmp_path, mo
     assert len(kept) == 4 and len(ledger.read(workdir)) == 4
 
     def full_for_checkpoints(path, text, fsync=True):
-        if path.endswith(engine.PackCheckpoint.MANIFEST):
+        if path.endswith(pack_checkpoint.MANIFEST):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(path, text, fsync)
 
     monkeypatch.setattr(ledger, "append", real_append)
-    monkeypatch.setattr(ledger, "write_atomic", full_for_checkpoints)
+    monkeypatch.setattr(atomic, "write_atomic", full_for_checkpoints)
     sweep, _ = _sweep(workdir)
     with pytest.raises(sweep_lib.DiskFullError, match="records written so far are intact"):
         sweep.run()
     assert {p: open(p).read() for p in kept} == kept
 
-    monkeypatch.setattr(ledger, "write_atomic", real_write)  # space freed
+    monkeypatch.setattr(atomic, "write_atomic", real_write)  # space freed
     code, _ = _cli_in_process(workdir)
     assert code == 0
     records = fx.read_records(workdir)
@@ -416,7 +419,7 @@ def test_checkpoints_of_fully_recorded_packs_are_pruned_and_others_kept(tmp_path
     manifests = {"done": ["a", "b"], "half": ["c", "d"], "corrupt": None}
     for name, cells in manifests.items():
         os.makedirs(os.path.join(root, name))
-        with open(os.path.join(root, name, resume.MANIFEST), "w") as f:
+        with open(os.path.join(root, name, pack_checkpoint.MANIFEST), "w") as f:
             f.write(json.dumps({"cells": cells, "step": 3}) if cells else "{trunc")
     removed = resume.prune_finished_checkpoints(str(tmp_path), {"a", "b", "c"}.__contains__)
     assert removed == [os.path.join(root, "done")]

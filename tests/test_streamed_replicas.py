@@ -17,7 +17,7 @@ _SCRIPT = textwrap.dedent("""
     import tensorflow_datasets as tfds
     sys.path.insert(0, "tests")
     from test_paper_experiments import MOCK_EXAMPLES, _streamed_config
-    from tf_sgd_regimes import data, streaming, strategy as strategy_lib
+    from tf_sgd_regimes import data, samplers, strategy as strategy_lib
 
     SEEDS, BATCH, STEPS = (3, 4), 4, 3
     out = {}
@@ -26,7 +26,7 @@ _SCRIPT = textwrap.dedent("""
         for replicas in (1, 2):
             strategy = (tf.distribute.get_strategy() if replicas == 1
                         else strategy_lib.mirrored(["/cpu:0", "/cpu:1"]))
-            sampler = streaming.StreamedSampler(dataset, strategy, _streamed_config())
+            sampler = samplers.StreamedSampler(dataset, strategy, _streamed_config())
 
             @tf.function
             def steps(batch_size):

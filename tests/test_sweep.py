@@ -10,8 +10,9 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import shrunk_config
-from tf_sgd_regimes import experiments, grid, ledger, summaries
-from tf_sgd_regimes import sweep as sweep_lib
+from tf_sgd_regimes import experiments
+from tf_sgd_regimes.sweep import grid, ledger, summaries
+from tf_sgd_regimes.sweep import loop as sweep_lib
 
 NUM_TRAIN = 1437  # digits: 1,797 images, 20% held out (stratified)
 GRID = dict(optimizers=("sgd", "momentum"), batch_sizes=(64, 128),

@@ -16,8 +16,9 @@ import keras_tuner as kt
 import pytest
 
 import sweep_fixtures as fx
-from tf_sgd_regimes import experiments, grid, ledger, resume, summaries
-from tf_sgd_regimes import sweep as sweep_lib
+from tf_sgd_regimes import experiments
+from tf_sgd_regimes.sweep import grid, ledger, resume, summaries
+from tf_sgd_regimes.sweep import loop as sweep_lib
 
 
 def nqm_config(rates=4, seeds=2, *extra):

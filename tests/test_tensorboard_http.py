@@ -13,8 +13,8 @@ import urllib.request
 import pytest
 
 import sweep_fixtures as fx
-from tf_sgd_regimes import summaries
-from tf_sgd_regimes import sweep as sweep_lib
+from tf_sgd_regimes.sweep import loop as sweep_lib
+from tf_sgd_regimes.sweep import summaries
 
 pytestmark = pytest.mark.slow
 

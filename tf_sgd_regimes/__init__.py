@@ -31,12 +31,12 @@ _PUBLIC = {
     "register_task": ("tf_sgd_regimes.tasks", "register_task"),
     "Task": ("tf_sgd_regimes.tasks", "Task"),
     "Dataset": ("tf_sgd_regimes.data.base", "Dataset"),
-    "StreamedDataset": ("tf_sgd_regimes.data.streamed", "StreamedDataset"),
+    "StreamedDataset": ("tf_sgd_regimes.data.streamed_dataset", "StreamedDataset"),
     "base_config": ("tf_sgd_regimes.experiments", "base_config"),
     "get_config": ("tf_sgd_regimes.experiments", "resolve_config"),
     "ConfigError": ("tf_sgd_regimes.experiments", "ConfigError"),
-    "run_sweep": ("tf_sgd_regimes.launch", "run_sweep"),
-    "SweepResult": ("tf_sgd_regimes.launch", "SweepResult"),
+    "run_sweep": ("tf_sgd_regimes.sweep.launch", "run_sweep"),
+    "SweepResult": ("tf_sgd_regimes.sweep.launch", "SweepResult"),
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]

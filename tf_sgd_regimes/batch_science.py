@@ -47,8 +47,9 @@ from typing import Dict, List, Optional
 import numpy as np
 import pandas as pd
 
-from tf_sgd_regimes import analysis
-from tf_sgd_regimes import ledger
+from tf_sgd_regimes import atomic
+from tf_sgd_regimes.report import analysis
+from tf_sgd_regimes.sweep import ledger
 
 STATUS_TO_THEIRS = {"complete": "COMPLETE", "diverged": "INFEASIBLE", "failed": "INCOMPLETE"}
 STATUS_FROM_THEIRS = {v: k for k, v in STATUS_TO_THEIRS.items()}
@@ -145,7 +146,7 @@ def _tensorboard_curves(workdir: str, cell_id: str) -> Dict[int, dict]:
 
 
 def _write_json(path: str, data: dict) -> None:
-    ledger.write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
+    atomic.write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
 
 
 def export(workdir: str, out_dir: str, records: Optional[List[dict]] = None,

@@ -17,10 +17,6 @@ size can stay dynamic (no XLA, no batch-shaped state).
 """
 
 import dataclasses
-import json
-import os
-import shutil
-import time
 from typing import Callable, List, Optional, Sequence
 
 import keras
@@ -28,16 +24,17 @@ import numpy as np
 import tensorflow as tf
 
 from tf_sgd_regimes import experiments
-from tf_sgd_regimes import ledger
 from tf_sgd_regimes import member_map
 from tf_sgd_regimes import models as model_registry
 from tf_sgd_regimes import optimizers
-from tf_sgd_regimes import progress
-from tf_sgd_regimes import resume
 from tf_sgd_regimes import schedules
 from tf_sgd_regimes import tasks
 from tf_sgd_regimes.models import layers as model_layers
 from tf_sgd_regimes.models import regularization
+# Names the training step uses unqualified (they lived in this module before).
+from tf_sgd_regimes.pack_checkpoint import PackCheckpoint, Preempted
+from tf_sgd_regimes.samplers import make_sampler
+from tf_sgd_regimes.sweep import progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -446,7 +443,7 @@ def _indices_of(variables, chosen) -> tuple:
 
 def _replica_rows(state, replica, replicas: int):
     """A replica's rows (streams) of a carried state [K, B, ...]: rows [r B/R, (r+1) B/R),
-    the streams whose tokens it holds (streams.stream_batch gives it the same rows)."""
+    the streams whose tokens it holds (token_windows.stream_batch gives it the same rows)."""
     if replicas == 1:
         return state
     local = state.shape[1] // replicas
@@ -477,152 +474,6 @@ def _per_member_sq(tensor):
 def _expand(per_member, like):
     """[K] -> [K, 1, 1, ...] to broadcast against a stacked tensor."""
     return tf.reshape(tf.cast(per_member, like.dtype), [-1] + [1] * (len(like.shape) - 1))
-
-
-def _targets(dataset, split: str):
-    """Targets of a split; an autoencoder's targets are its inputs (y is None)."""
-    x = dataset.train_x if split == "train" else dataset.test_x
-    y = dataset.train_y if split == "train" else dataset.test_y
-    return y if y is not None else np.zeros([len(x)], np.int32)
-
-
-class ShuffleSampler:
-    """Each member sees its own permutation of the training set every epoch.
-
-    Indices are drawn on the host (numpy, from (member seed, epoch)) for the steps of a
-    chunk and passed in as one tensor; batches run across epoch boundaries so that the
-    budget `steps = epochs * N / B` uses every example the same number of times.
-    """
-
-    def __init__(self, dataset, strategy):
-        self.dataset = dataset
-        self.num_train = dataset.num_train
-        with strategy.scope():
-            self.train_x = tf.constant(dataset.train_x)
-            self.train_y = tf.constant(_targets(dataset, "train"))
-        self._permutations = {}
-
-    def _permutation(self, seed: int, epoch: int) -> np.ndarray:
-        key = (seed, epoch)
-        if key not in self._permutations:
-            if len(self._permutations) > 256:
-                self._permutations.clear()
-            rng = np.random.Generator(np.random.PCG64([seed, epoch]))
-            self._permutations[key] = rng.permutation(self.num_train).astype(np.int32)
-        return self._permutations[key]
-
-    def host_indices(self, seeds: Sequence[int], start_step: int, num_steps: int,
-                     batch_size: int, padded_steps: int) -> np.ndarray:
-        """[K, padded_steps * B] training-set indices for the chunk's steps."""
-        positions = start_step * batch_size + np.arange(num_steps * batch_size, dtype=np.int64)
-        epochs = positions // self.num_train
-        within = positions % self.num_train
-        out = np.zeros([len(seeds), padded_steps * batch_size], np.int32)
-        for k, seed in enumerate(seeds):
-            row = np.empty(within.shape, dtype=np.int32)
-            for epoch in np.unique(epochs):
-                mask = epochs == epoch
-                row[mask] = self._permutation(int(seed), int(epoch))[within[mask]]
-            out[k, : len(row)] = row
-        return out
-
-    def fetch(self):
-        return ()
-
-    def train_batch(self, indices, i, batch_size, replica, replicas, step, seeds, fetched):
-        """x [K, B/R, ...], y [K, B/R]: this replica's share of every member's batch."""
-        local = batch_size // replicas
-        start = i * batch_size + replica * local
-        # A slice of static size when the batch is static (XLA): indices[:, a:b] with a
-        # tensor `a` has a dynamic size, which XLA pads to the whole chunk.
-        members = indices.shape[0]
-        idx = tf.slice(indices, tf.stack([0, start]), tf.stack([members, local]))
-        idx.set_shape([members, local if isinstance(local, int) else None])
-        x = tf.gather(self.train_x, idx)
-        y = tf.gather(self.train_y, idx)
-        if self.dataset.augment is not None:
-            # Per member, from its own seed: unrolled because stateless random ops with a
-            # per-member seed do not vectorise.
-            # Drawn for the global batch and sliced, so replicas do not change the draws.
-            rows = (tf.cast(replica, tf.int32) * local, batch_size)
-            x = tf.stack([self.dataset.augment(x[k], tf.stack([seeds[k], step * 1024]),
-                                               rows=rows)
-                          for k in range(members)])
-        return x, y
-
-    def reset_carried_state(self, states, index, step, batch_size):
-        return states
-
-    def eval_batches(self, split: str, engine):
-        """(x, y, weights, carry) batches over a whole split, padded to equal size."""
-        dataset = self.dataset
-        x = dataset.train_x if split == "train" else dataset.test_x
-        y = _targets(dataset, split)
-        batch = engine.eval_batch_size
-        for start in range(0, len(x), batch):
-            xb, yb = x[start:start + batch], y[start:start + batch]
-            weights = np.ones([batch], np.float32)
-            if len(xb) < batch:  # pad so every replica gets an equal slice
-                pad = batch - len(xb)
-                weights[len(xb):] = 0.0
-                xb = np.concatenate([xb, np.repeat(xb[:1], pad, axis=0)])
-                yb = np.concatenate([yb, np.repeat(yb[:1], pad, axis=0)])
-            yield xb, yb, weights, False
-
-
-class StreamSampler:
-    """Language models: B parallel streams, consecutive windows, no shuffling.
-
-    Every member reads the same windows (the paper's LSTM has no data shuffling); seeds
-    change initialisation and dropout. The carried LSTM state is zeroed at the start of
-    every pass over the training stream and of every evaluation pass.
-    """
-
-    def __init__(self, dataset, strategy):
-        from tf_sgd_regimes.data import streams  # only language models need it
-
-        self._streams = streams
-        self.dataset = dataset
-        with strategy.scope():
-            self.tokens = tf.constant(dataset.train_x, tf.int32)
-
-    def host_indices(self, seeds, start_step, num_steps, batch_size, padded_steps):
-        return np.zeros([len(seeds), 0], np.int32)
-
-    def fetch(self):
-        return ()
-
-    def train_batch(self, indices, i, batch_size, replica, replicas, step, seeds, fetched):
-        x, y = self._streams.stream_batch(self.tokens, batch_size, self.dataset.unroll,
-                                          step, replica, replicas)
-        members = indices.shape[0]
-        return (tf.broadcast_to(x[None], tf.concat([[members], tf.shape(x)], 0)),
-                tf.broadcast_to(y[None], tf.concat([[members], tf.shape(y)], 0)))
-
-    def reset_carried_state(self, states, index, step, batch_size):
-        windows = self._streams.windows_per_epoch(self.dataset.num_train, batch_size,
-                                                  self.dataset.unroll)
-        fresh = tf.equal(step % tf.cast(windows, step.dtype), 0)
-        return [tf.where(fresh, tf.zeros_like(s), s) if j in index else s
-                for j, s in enumerate(states)]
-
-    def eval_batches(self, split: str, engine):
-        dataset = self.dataset
-        tokens = dataset.train_x if split == "train" else dataset.test_x
-        # Every target of the split, once (training windows drop the tail); per-token weights.
-        yield from self._streams.eval_windows(tokens, engine.eval_batch_size, dataset.unroll)
-
-
-def make_sampler(dataset, strategy, config):
-    """The sampler protocol: fetch() (cross-replica), train_batch(...) (per replica),
-    host_indices(...), reset_carried_state(...), eval_batches(split, engine)."""
-    if hasattr(dataset, "train_dataset"):  # data/streamed.StreamedDataset (ImageNet)
-        from tf_sgd_regimes import streaming
-
-        return streaming.StreamedSampler(dataset, strategy, config)
-    if dataset.ordering == "streams":
-        return StreamSampler(dataset, strategy)
-    return ShuffleSampler(dataset, strategy)
 
 
 # jit_compile="auto" off a TPU: XLA for these models up to these batch sizes, where it
@@ -854,83 +705,3 @@ class Engine:
             results.append(MemberResult(member.cell_id, status, metrics, diverged_step,
                                         steps_done))
         return results
-
-
-class Preempted(RuntimeError):
-    """Training stopped on request (SIGTERM) after saving a checkpoint."""
-
-
-class PackCheckpoint:
-    """Periodic checkpoints of one pack's state, written so a kill at any moment is safe.
-
-    Each save writes a new tf.train.Checkpoint prefix, then atomically replaces a small
-    JSON manifest naming it (and the pack it belongs to); older prefixes are deleted
-    afterwards. A kill during a save leaves the previous manifest and checkpoint intact.
-    """
-
-    MANIFEST = resume.MANIFEST
-
-    def __init__(self, directory: str, every_s: float, clock=time.monotonic):
-        self.directory = directory
-        self.every_s = float(every_s)
-        self.clock = clock
-        self._last = clock()
-        self.restored_extra = {}  # `extra` of the last restored save (JSON values)
-
-    def due(self) -> bool:
-        return self.every_s > 0 and self.clock() - self._last >= self.every_s
-
-    def _checkpoint(self, runner) -> tf.train.Checkpoint:
-        return tf.train.Checkpoint(weights=runner.weights, accumulators=runner.accumulators,
-                                   states=runner.states, step=runner.step,
-                                   diverged_at=runner.diverged_at)
-
-    def save(self, runner, identity: dict, step: int, extra: Optional[dict] = None) -> None:
-        """Saves the pack's tensors; `extra` (JSON values, e.g. the noise probe's
-        measurements) goes into the manifest and comes back as `restored_extra`."""
-        os.makedirs(self.directory, exist_ok=True)
-        name = f"step-{step:012d}"
-        prefix = self._checkpoint(runner).write(os.path.join(self.directory, name, "ckpt"))
-        manifest = dict(identity, step=int(step), prefix=os.path.relpath(prefix, self.directory),
-                        extra=extra or {})
-        ledger.write_atomic(os.path.join(self.directory, self.MANIFEST),
-                            json.dumps(manifest, sort_keys=True))
-        for entry in os.listdir(self.directory):
-            if entry.startswith("step-") and entry != name:
-                shutil.rmtree(os.path.join(self.directory, entry), ignore_errors=True)
-        self._last = self.clock()
-
-    def restore(self, runner, identity: dict) -> int:
-        """Restores a checkpoint of this very pack; returns the step to continue from."""
-        self.restored_extra = {}
-        path = os.path.join(self.directory, self.MANIFEST)
-        if not os.path.exists(path):
-            return 0
-        try:
-            with open(path) as f:
-                manifest = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise CheckpointError(
-                f"checkpoint manifest {path} is unreadable ({e}); delete {self.directory} "
-                "to retrain this pack from its start") from e
-        if {k: manifest.get(k) for k in identity} != identity:
-            self.clear()  # a checkpoint of another pack (the grid changed): not ours
-            return 0
-        prefix = os.path.join(self.directory, manifest["prefix"])
-        try:
-            self._checkpoint(runner).read(prefix).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:
-            # A truncated data file surfaces as IndexError ("Read less bytes than requested").
-            raise CheckpointError(
-                f"checkpoint {prefix} is corrupt or incomplete ({e}); delete {self.directory} "
-                "to retrain this pack from its start") from e
-        self._last = self.clock()
-        self.restored_extra = manifest.get("extra") or {}
-        return int(manifest["step"])
-
-    def clear(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that exists but cannot be restored; the message names it."""

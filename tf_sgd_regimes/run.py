@@ -97,11 +97,12 @@ def main(argv, overrides=()):
     print(f"[run] work directory {os.path.abspath(workdir)}", flush=True)
 
     from tf_sgd_regimes import data
-    from tf_sgd_regimes import distributed
-    from tf_sgd_regimes import launch
-    from tf_sgd_regimes import ledger
-    from tf_sgd_regimes import signals
-    from tf_sgd_regimes import sweep as sweep_lib
+    from tf_sgd_regimes import pack_checkpoint
+    from tf_sgd_regimes.sweep import distributed
+    from tf_sgd_regimes.sweep import launch
+    from tf_sgd_regimes.sweep import ledger
+    from tf_sgd_regimes.sweep import loop as sweep_lib
+    from tf_sgd_regimes.sweep import signals
 
     try:
         if _ORACLE_ADDRESS.value:
@@ -116,7 +117,7 @@ def main(argv, overrides=()):
     except launch.ChiefStopped as e:
         print(f"[run] {e}", flush=True)
         return signals.EXIT_PREEMPTED
-    except sweep_lib.Preempted as e:
+    except pack_checkpoint.Preempted as e:
         print(f"[run] preempted: {e}. Checkpoint saved; re-run the same command to resume.",
               flush=True)
         return signals.EXIT_PREEMPTED

@@ -88,7 +88,7 @@ def eval_sums(task: str, outputs, targets, inputs, weights):
 
     `weights` is 1 for real examples and 0 for padding added to fill the last batch.
     For a language model `count` is in tokens, so loss/count is the per-token loss, and
-    `weights` may be per token ([B, T], as data.streams.eval_windows yields: the stream's
+    `weights` may be per token ([B, T], as data.token_windows.eval_windows yields: the stream's
     last window is partly padding) or per window ([B]).
     """
     if task in _REGISTERED:
@@ -130,10 +130,6 @@ def metrics_from_sums(task: str, sums, prefix: str) -> dict:
 
 # --- tasks defined by a per-example loss (regression, and the ones users bring) ---------
 BUILTIN = tuple(SELECTION)
-
-
-def _mean_loss(mean_loss: float, mean_statistic: float) -> float:
-    return mean_loss
 
 
 @dataclasses.dataclass(frozen=True)

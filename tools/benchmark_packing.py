@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from tf_sgd_regimes import experiments  # noqa: E402
 from tf_sgd_regimes import models  # noqa: E402
 from tf_sgd_regimes import optimizers  # noqa: E402
-from tf_sgd_regimes import sweep as sweep_lib  # noqa: E402
+from tf_sgd_regimes.sweep import loop as sweep_lib  # noqa: E402
 
 
 def shrunk_config(batch_sizes, epochs, seeds):

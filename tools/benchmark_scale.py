@@ -80,7 +80,7 @@ def nqm_config(rates: int, seeds: int):
 
 
 def run_size(cells: int, workdir: str) -> dict:
-    from tf_sgd_regimes import sweep as sweep_lib
+    from tf_sgd_regimes.sweep import loop as sweep_lib
 
     rates, seeds = grid_for(cells)
     config = nqm_config(rates, seeds)
@@ -197,7 +197,7 @@ def run_workers(cells: int, workers: int, workdir: str) -> dict:
     chief_out = chief.communicate()[0]
     wall = time.perf_counter() - start
     codes = [p.returncode for p in procs] + [chief.returncode]
-    from tf_sgd_regimes import grid, ledger
+    from tf_sgd_regimes.sweep import grid, ledger
     from tf_sgd_regimes.theory import nqm_engine
 
     config = nqm_config(rates, seeds)
@@ -221,8 +221,8 @@ def run_workers(cells: int, workers: int, workdir: str) -> dict:
 
 
 def run_kill_loop(cells: int, kills: int, workdir: str, seed: int = 0) -> dict:
-    from tf_sgd_regimes import ledger
-    from tf_sgd_regimes import sweep as sweep_lib
+    from tf_sgd_regimes.sweep import ledger
+    from tf_sgd_regimes.sweep import loop as sweep_lib
 
     rates, seeds = grid_for(cells)
     reference = workdir + "_reference"
@@ -318,7 +318,7 @@ def _tensorboard_ready(logdir: str, expected: int) -> dict:
 def run_tensorboard(logdir: str, cells: int, workdir: str) -> dict:
     empty = os.path.join(workdir, "empty_logdir")
     os.makedirs(empty, exist_ok=True)
-    from tf_sgd_regimes import summaries
+    from tf_sgd_regimes.sweep import summaries
 
     summaries.write_experiment(empty, nqm_config(3, 1), "quadratic", "test")
     baseline = _tensorboard_ready(summaries.tensorboard_dir(empty), 0)

@@ -22,7 +22,7 @@ package(default_visibility = ["//visibility:public"])
 # Entry points run with `python -m`, each a py_binary.
 BINARIES = {
     "run": "tf_sgd_regimes/run.py",
-    "report": "tf_sgd_regimes/report.py",
+    "report": "tf_sgd_regimes/report/__main__.py",
     "batch_science": "tf_sgd_regimes/batch_science.py",
     "scaling_check": "tf_sgd_regimes/theory/scaling_check.py",
 }

@@ -55,7 +55,8 @@ def child(replicas: int, experiments_: list, jit: bool, workdir: str,
     if replicas > 1:
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
-    from tf_sgd_regimes import experiments, strategy as strategy_lib, sweep
+    from tf_sgd_regimes import experiments, strategy as strategy_lib
+    from tf_sgd_regimes.sweep import loop as sweep
 
     strategy = (tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(replicas)])
                 if replicas > 1 else strategy_lib.get_strategy("cpu"))

@@ -1,9 +1,9 @@
 """Data registry: name -> loader. Loaders take keyword arguments from config.data.
 
 Every loader returns a base.Dataset (held in memory, gathered on device by index), except
-"imagenet", which returns a streamed.StreamedDataset (read through tf.data; see its
+"imagenet", which returns a streamed_dataset.StreamedDataset (read through tf.data; see its
 docstring for how an engine consumes it). Token streams ("ptb", "synthetic_language")
-are batched by streams.stream_batch.
+are batched by token_windows.stream_batch.
 
 Adding a data set is one call, here or in your own file:
     register_dataset("my_table", lambda **fields: Dataset.from_arrays("my_table", ...))
@@ -15,13 +15,13 @@ from tf_sgd_regimes.data import base
 from tf_sgd_regimes.data import embedded
 from tf_sgd_regimes.data import imagenet
 from tf_sgd_regimes.data import ptb
-from tf_sgd_regimes.data import streamed
+from tf_sgd_regimes.data import streamed_dataset
 from tf_sgd_regimes.data import synthetic_language
 from tf_sgd_regimes.data import tfds_images
 from tf_sgd_regimes.experiments import ConfigError, origin  # ConfigError: exit status 2
 
 Dataset = base.Dataset
-StreamedDataset = streamed.StreamedDataset
+StreamedDataset = streamed_dataset.StreamedDataset
 DataMissingError = base.DataMissingError
 fingerprint = base.fingerprint
 check_workdir_data = base.check_workdir_data

@@ -8,6 +8,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from tf_sgd_regimes import atomic
 from tf_sgd_regimes.experiments import ConfigError  # exit status 2 on the command line
 
 # The built-in tasks; tasks.names() adds "regression" and any registered tasks.Task.
@@ -207,8 +208,6 @@ def check_workdir_data(workdir: str, data_fingerprint: Optional[dict]) -> None:
     """
     if data_fingerprint is None:
         return
-    from tf_sgd_regimes import ledger
-
     path = os.path.join(workdir, DATA_FILE)
     if os.path.exists(path):
         try:
@@ -231,4 +230,4 @@ def check_workdir_data(workdir: str, data_fingerprint: Optional[dict]) -> None:
                 f"delete {workdir}).")
         return
     os.makedirs(workdir, exist_ok=True)
-    ledger.write_atomic(path, json.dumps(data_fingerprint, indent=2, sort_keys=True) + "\n")
+    atomic.write_atomic(path, json.dumps(data_fingerprint, indent=2, sort_keys=True) + "\n")

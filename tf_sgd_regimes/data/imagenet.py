@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tf_sgd_regimes.data import base
 from tf_sgd_regimes.data import splits
-from tf_sgd_regimes.data import streamed
+from tf_sgd_regimes.data import streamed_dataset
 from tf_sgd_regimes.data import tfds_source
 
 TFDS_NAME = "imagenet2012"
@@ -156,7 +156,7 @@ def load_imagenet(data_dir=None, download: bool = False, manual_dir=None,
       image_size: training and evaluation resolution.
 
     Returns:
-      streamed.StreamedDataset.
+      streamed_dataset.StreamedDataset.
     """
     splits.check_fraction(validation_fraction)
     if download:
@@ -169,7 +169,7 @@ def load_imagenet(data_dir=None, download: bool = False, manual_dir=None,
         train_split, eval_split, split = f"train[:-{held}]", f"train[-{held}:]", "validation"
     num_train = _count(train_split, data_dir)
     num_test = _count(eval_split, data_dir)
-    return streamed.StreamedDataset(
+    return streamed_dataset.StreamedDataset(
         name="imagenet",
         task="classification",
         num_outputs=NUM_CLASSES,

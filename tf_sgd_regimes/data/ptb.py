@@ -140,7 +140,7 @@ def load_ptb(data_dir=None, download: bool = False, split: str = "test",
     Vocabulary: the `vocab_size` most frequent words of ptb.train.txt (with <eos> after every
     line; <unk> is already in the files), most frequent first, ties alphabetical. train_x is
     the int32 training stream; test_x the test stream, or the official validation stream
-    when split="validation". The streams are batched by data.streams.stream_batch.
+    when split="validation". The streams are batched by data.token_windows.stream_batch.
 
     Args:
       data_dir: folder holding ptb.{train,valid,test}.txt (or simple-examples/data/ below

@@ -7,7 +7,7 @@ KERNEL_NAMES = frozenset({"kernel", "recurrent_kernel", "depthwise_kernel", "emb
 
 SCOPES = ("kernels", "all")
 
-# The scope recommended for each paper model, and why.
+# The scope the paper's configs (configs/) set for each model, and why.
 #   wide_resnet (batch_norm): "all". Zagoruyko & Komodakis' reference training decays every
 #     parameter (BN gammas/betas included) with 5e-4; the paper says its WRN runs reach
 #     their accuracies. With scale-invariant layers the gammas barely matter either way.
@@ -16,17 +16,6 @@ SCOPES = ("kernels", "all")
 #   resnet50: "kernels". Goyal et al. (2017) do not decay the batch-norm gammas and betas.
 #   lstm_lm: "kernels". Zaremba et al. use no L2 at all (l2 = 0), so the scope is moot.
 #   autoencoder: "kernels". The paper's 1e-5 L2 is the usual weight decay on the weights.
-RECOMMENDED_SCOPE = {
-    "wide_resnet": "all",
-    "small_wrn": "all",
-    "resnet50": "kernels",
-    "lstm_lm": "kernels",
-    "small_lstm_lm": "kernels",
-    "autoencoder": "kernels",
-    "small_autoencoder": "kernels",
-    "small_cnn": "kernels",
-    "mlp": "kernels",
-}
 
 
 def regularized_weights(model: keras.Model, scope: str) -> list:

@@ -12,7 +12,7 @@ module under configs/). Every fact names its source:
 
 A fact with a `field` is checked against the config (`check`), so a config that drifts
 from its card fails the tests, and a run whose overrides depart from the card is reported
-as such (`report_lines`, printed by report.py with the tables).
+as such (`report_lines`, printed by report/compose.py with the tables).
 """
 
 import dataclasses

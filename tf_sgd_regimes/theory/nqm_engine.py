@@ -10,10 +10,10 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 
 from tf_sgd_regimes import engine as engine_lib
+from tf_sgd_regimes import pack_checkpoint
 from tf_sgd_regimes.theory import nqm
 
 TASK = "quadratic"  # summaries.metric_names knows its metrics: test_loss, train_loss, expected_loss
-METRICS = ("test_loss", "train_loss", "expected_loss")
 # Loss-curve points passed to on_chunk: TensorBoard scalars cost ~1 ms each, far more
 # than the dynamics, so a few points per cell keep a sweep at seconds.
 CURVE_REPORTS = 3
@@ -74,7 +74,7 @@ class NQMEngine:
         exact expected loss, so TensorBoard shows coarse curves.
         """
         if should_stop is not None and should_stop():
-            raise engine_lib.Preempted("stopped before the NQM pack started")
+            raise pack_checkpoint.Preempted("stopped before the NQM pack started")
         cells = [{"optimizer": "momentum" if m.momentum > 0 else "sgd",
                   "momentum": float(m.momentum), "batch_size": int(batch_size),
                   "effective_lr": float(m.effective_lr), "seed": int(m.seed),

@@ -1,6 +1,6 @@
 """What a restarted sweep needs to pick up where it stopped: attempts, TensorBoard marks, packs.
 
-Three kinds of small JSON files, each replaced atomically (ledger.write_atomic):
+Three kinds of small JSON files, each replaced atomically (atomic.write_atomic):
 
   <workdir>/cells/<pack key>.json     {"cells": {cell_id: {"attempt": n, "tensorboard_step": s}}}
       one file per pack in flight, rewritten a few times per pack (not per cell) and
@@ -25,14 +25,8 @@ import os
 import shutil
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from tf_sgd_regimes import ledger
-
-
-MANIFEST = "manifest.json"  # in each pack's checkpoint directory (engine.PackCheckpoint)
-
-
-class StateWarning(UserWarning):
-    """A resume file that did not parse: named, then rebuilt."""
+from tf_sgd_regimes import atomic
+from tf_sgd_regimes import pack_checkpoint
 
 
 def cells_dir(workdir: str) -> str:
@@ -60,7 +54,7 @@ def prune_finished_checkpoints(workdir: str, is_done) -> List[str]:
     removed = []
     for name in sorted(os.listdir(root)) if os.path.isdir(root) else ():
         try:
-            with open(os.path.join(root, name, MANIFEST)) as f:
+            with open(os.path.join(root, name, pack_checkpoint.MANIFEST)) as f:
                 cells = json.load(f)["cells"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
@@ -184,7 +178,7 @@ class CellStates:
             state = dict(self.get(cell_id))
             state.pop("tensorboard_reset", None)
             cells[cell_id] = state
-        ledger.write_atomic(os.path.join(self.directory, f"{key}.json"),
+        atomic.write_atomic(os.path.join(self.directory, f"{key}.json"),
                             json.dumps({"cells": cells}, sort_keys=True))
 
     def finish(self, key: str) -> None:
@@ -223,7 +217,7 @@ class WorkerState:
                 "slots": [int(s) for s in state.get("slots", [])]}
 
     def save(self, cells: List[str], slots: List[int]) -> None:
-        ledger.write_atomic(self.path, json.dumps({"cells": list(cells),
+        atomic.write_atomic(self.path, json.dumps({"cells": list(cells),
                                                    "slots": sorted(slots)}))
 
 

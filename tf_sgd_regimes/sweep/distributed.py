@@ -25,9 +25,8 @@ from concurrent import futures
 from typing import Callable, Optional
 
 from tf_sgd_regimes import experiments
-from tf_sgd_regimes import grid
+from tf_sgd_regimes.sweep import grid
 
-ROLES = ("standalone", "chief", "worker")
 ENV_IP = "KERASTUNER_ORACLE_IP"
 ENV_PORT = "KERASTUNER_ORACLE_PORT"
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
@@ -83,7 +82,7 @@ def serve(config, workdir: str, linger_s: float = 5.0, poll_s: float = 0.5,
     from keras_tuner.src import protos
     from keras_tuner.src.distribute import oracle_chief
 
-    from tf_sgd_regimes import sweep as sweep_lib
+    from tf_sgd_regimes.sweep import loop as sweep_lib
 
     stream = stream or sys.stdout
     experiments.validate(config)

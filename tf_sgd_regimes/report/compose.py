@@ -10,10 +10,10 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from tf_sgd_regimes import analysis
-from tf_sgd_regimes import figures
-from tf_sgd_regimes import ledger
-from tf_sgd_regimes import tables
+from tf_sgd_regimes.report import analysis
+from tf_sgd_regimes.report import figures
+from tf_sgd_regimes.report import tables
+from tf_sgd_regimes.sweep import ledger
 
 _ORDER = {"sgd": 0, "momentum": 1}
 
@@ -313,6 +313,3 @@ def entry_point():
     flags.mark_flag_as_required("workdir")
     app.run(main)
 
-
-if __name__ == "__main__":
-    entry_point()

@@ -16,8 +16,8 @@ from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tf_sgd_regimes import analysis  # noqa: E402
-from tf_sgd_regimes import tables  # noqa: E402
+from tf_sgd_regimes.report import analysis  # noqa: E402
+from tf_sgd_regimes.report import tables  # noqa: E402
 
 STYLE = {
     "sgd": dict(color="tab:blue", marker="o", label="SGD"),

@@ -16,11 +16,11 @@ import os
 import sys
 from typing import Callable, List, NamedTuple, Optional, Union
 
-from tf_sgd_regimes import distributed
-from tf_sgd_regimes import edges
-from tf_sgd_regimes import ledger
-from tf_sgd_regimes import signals
-from tf_sgd_regimes import sweep as sweep_lib
+from tf_sgd_regimes.sweep import distributed
+from tf_sgd_regimes.sweep import edges
+from tf_sgd_regimes.sweep import ledger
+from tf_sgd_regimes.sweep import loop as sweep_lib
+from tf_sgd_regimes.sweep import signals
 
 
 class ChiefStopped(Exception):

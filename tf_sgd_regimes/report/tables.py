@@ -7,8 +7,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from tf_sgd_regimes import analysis
 from tf_sgd_regimes import reference
+from tf_sgd_regimes.report import analysis
 
 OPTIMIZER_NAMES = {"sgd": "SGD", "momentum": "Momentum"}
 

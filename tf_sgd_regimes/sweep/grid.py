@@ -12,7 +12,7 @@ from typing import Callable, List, Optional
 import keras_tuner as kt
 from keras_tuner.src.engine import trial as trial_module
 
-from tf_sgd_regimes import ledger
+from tf_sgd_regimes import atomic
 from tf_sgd_regimes import optimizers
 
 
@@ -200,7 +200,7 @@ class PackedGridOracle(kt.oracles.GridSearchOracle):
             for trial_id, trial in self.trials.items()}
         # No fsync: the file is a view of the ledger (rebuilt from it on every start), so
         # only a killed process matters, and a rename covers that.
-        ledger.write_atomic(self._get_oracle_fname(), json.dumps(state), fsync=False)
+        atomic.write_atomic(self._get_oracle_fname(), json.dumps(state), fsync=False)
         self._last_save = self._clock()
         self._save_cost = self._last_save - start
         self.saves += 1

@@ -23,17 +23,19 @@ import numpy as np
 import tensorflow as tf
 
 import tf_sgd_regimes
+from tf_sgd_regimes import atomic
 from tf_sgd_regimes import data as data_registry
 from tf_sgd_regimes import engine as engine_lib
 from tf_sgd_regimes import experiments
-from tf_sgd_regimes import grid
-from tf_sgd_regimes import handout
-from tf_sgd_regimes import ledger
-from tf_sgd_regimes import progress as progress_lib
-from tf_sgd_regimes import resume
-from tf_sgd_regimes import signals
+from tf_sgd_regimes import pack_checkpoint
 from tf_sgd_regimes import strategy as strategy_lib
-from tf_sgd_regimes import summaries
+from tf_sgd_regimes.sweep import grid
+from tf_sgd_regimes.sweep import handout
+from tf_sgd_regimes.sweep import ledger
+from tf_sgd_regimes.sweep import progress as progress_lib
+from tf_sgd_regimes.sweep import resume
+from tf_sgd_regimes.sweep import signals
+from tf_sgd_regimes.sweep import summaries
 
 CONFIG_FILE = "config.json"
 
@@ -79,11 +81,10 @@ def prepare_workdir(workdir: str, config) -> bool:
                 "--workdir (or delete this one).")
         if saved == current:
             return False
-    ledger.write_atomic(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
+    atomic.write_atomic(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
     return True
 
 
-Preempted = engine_lib.Preempted
 Pack = handout.Pack
 # Errors that make a pack untrainable: its cells are recorded as failed, the sweep goes on.
 TRAINING_ERRORS = (tf.errors.ResourceExhaustedError, tf.errors.InvalidArgumentError,
@@ -94,7 +95,7 @@ class DiskFullError(RuntimeError):
     """No space left on device: the sweep stopped; records written so far are intact."""
 
 
-class SweepCheckpoint(engine_lib.PackCheckpoint):
+class SweepCheckpoint(pack_checkpoint.PackCheckpoint):
     """A PackCheckpoint that tells the sweep what it did and outlives training.
 
     The engine clears its checkpoint when training ends; ours stays until the pack's
@@ -196,8 +197,8 @@ class Sweep:
         """Trains every cell without a record; returns all records of the sweep.
 
         Raises:
-          Preempted: SIGTERM (or should_stop) arrived; the running pack's checkpoint is
-            saved and the next start resumes it.
+          pack_checkpoint.Preempted: SIGTERM (or should_stop) arrived; the running pack's
+            checkpoint is saved and the next start resumes it.
           DiskFullError: no space left; records so far are intact, re-run once freed.
           ledger.LedgerError: a corrupt ledger record (the message says what to do).
         """
@@ -233,7 +234,7 @@ class Sweep:
                     if on_pack is not None:
                         on_pack(new_records)
                 else:
-                    raise Preempted("stop requested (SIGTERM); the next start resumes")
+                    raise pack_checkpoint.Preempted("stop requested (SIGTERM); the next start resumes")
         except Exception as e:
             self._save_oracle()
             if resume.is_disk_full(e):
@@ -268,7 +269,7 @@ class Sweep:
         try:
             return self.engine.train_pack(members, first.batch_size, first.steps, on_chunk,
                                           checkpoint=checkpoint, should_stop=should_stop)
-        except engine_lib.CheckpointError as e:
+        except pack_checkpoint.CheckpointError as e:
             # Retraining from step 0 loses time, not correctness; the TensorBoard marks
             # keep already-written steps from being written again.
             self._say(f"[sweep] warning: {e}; retraining the pack from step 0")
@@ -322,7 +323,7 @@ class Sweep:
                 results, error = self._train(members, first, checkpoint, on_chunk,
                                              should_stop), None
             except TRAINING_ERRORS as e:
-                if isinstance(e, Preempted) or resume.is_disk_full(e):
+                if isinstance(e, pack_checkpoint.Preempted) or resume.is_disk_full(e):
                     raise
                 # A pack that cannot train is recorded as failed, cell by cell.
                 results = None

@@ -16,9 +16,9 @@ from typing import Callable, Dict, List, Optional
 
 import keras_tuner as kt
 
-from tf_sgd_regimes import grid
-from tf_sgd_regimes import ledger
-from tf_sgd_regimes import resume
+from tf_sgd_regimes.sweep import grid
+from tf_sgd_regimes.sweep import ledger
+from tf_sgd_regimes.sweep import resume
 
 RUNNING = kt.engine.trial.TrialStatus.RUNNING
 STOPPED = kt.engine.trial.TrialStatus.STOPPED

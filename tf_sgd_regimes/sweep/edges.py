@@ -14,7 +14,7 @@ edge asked for it. We accept that: the grid only grows, which `compare_for_resum
 distributed workers see the same grid); and the extra cells are data (they extend every
 batch size's LR curve and show the stability edge). The cost is bounded by the caps below
 and written to `edges.json`. A per-batch-size grid would need a non-product grid in
-grid.py/sweep.py.
+grid.py/loop.py.
 
 Settings live under `config.sweep.extend_edges` (all optional; defaults in EdgeSettings):
   enabled             run the extension after the sweep (run.py)
@@ -39,8 +39,8 @@ from typing import Callable, Iterable, List, Optional
 
 import numpy as np
 
-from tf_sgd_regimes import analysis
-from tf_sgd_regimes import ledger
+from tf_sgd_regimes import atomic
+from tf_sgd_regimes.report import analysis
 
 EDGES_FILE = "edges.json"
 _REL_TOL = 1e-9  # learning rates this close are the same grid point
@@ -258,7 +258,7 @@ def with_recorded_extensions(config, workdir: str):
 
 
 def _save(workdir: str, state: dict) -> None:
-    ledger.write_atomic(os.path.join(workdir, EDGES_FILE),
+    atomic.write_atomic(os.path.join(workdir, EDGES_FILE),
                         json.dumps(state, indent=1, sort_keys=True, default=float) + "\n")
 
 
