@@ -137,6 +137,40 @@ def test_engine_hook_records_init_and_mid_noise_scale():
         is None
 
 
+def test_step_zero_is_measured_once_per_engine_and_seeds(monkeypatch):
+    """Every pack of a sweep with the same seeds starts from the same weights and draws
+    the same examples at step 0, so the engine measures step 0 once and reuses it."""
+    dataset = tiny_dataset(num_train=64)
+    config = engine_config(hidden=(8,), steps_per_call=5)
+    config.unlock()
+    config.train.noise_scale.update(enabled=True, batch_small=4, batch_big=16, num_batches=2)
+    config.lock()
+    engine = engine_lib.Engine(config, dataset, tf.distribute.get_strategy())
+    calls, templates = [], set()
+    measure = noise_probe.measure_stacked
+    monkeypatch.setattr(noise_probe, "measure_stacked", lambda *a, **k: calls.append(
+        k["seed"]) or templates.add(id(a[0])) or measure(*a, **k))
+    pack = lambda lr, seeds: [engine_lib.Member(f"{lr}_{s}", lr, 0.0, s)  # noqa: E731
+                              for s in seeds]
+    first = engine.train_pack(pack(0.1, [0, 1]), 8, 10)
+    second = engine.train_pack(pack(0.4, [0, 1]), 4, 10)  # other LR and batch, same seeds
+    assert calls == [0, 5, 5]  # step 0 once, the middle step in each pack
+    for a, b in zip(first, second):
+        for part in ("", "_grad_sq", "_trace_sigma"):
+            assert a.metrics[f"noise_scale_init{part}"] == b.metrics[f"noise_scale_init{part}"]
+        assert a.metrics["noise_scale_mid"] != b.metrics["noise_scale_mid"]
+    third = engine.train_pack(pack(0.1, [1, 2]), 8, 10)  # other seeds: measured again
+    assert calls == [0, 5, 5, 0, 5]
+    assert third[0].metrics["noise_scale_init"] == first[1].metrics["noise_scale_init"]
+    # The B = 4 pack ran under XLA (auto) and a pack of another size has its own runner:
+    # three runners (and templates), yet the probe traces its function through the
+    # engine's first template only, and measures the same values.
+    fourth = engine.train_pack(pack(0.1, [0, 1, 2]), 8, 10)
+    assert len(engine._runners) == 3 and len(templates) == 1
+    assert [r.metrics["noise_scale_mid"] for r in fourth[:2]] == \
+        [r.metrics["noise_scale_mid"] for r in first]
+
+
 @pytest.mark.parametrize("stop_after_chunks", [2, 3])
 def test_a_resumed_pack_keeps_its_noise_scale(tmp_path, stop_after_chunks):
     """Preempted before (2 chunks: step 10) or after (3 chunks: step 11) the middle step:
