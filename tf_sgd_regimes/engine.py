@@ -137,9 +137,21 @@ class _PackRunner:
             layer.exchanges_across_replicas(local, engine.replicas)
             for layer in self.template._flatten_layers()
             if isinstance(layer, model_layers.GhostBatchNormalization))
-        self._train_chunk = tf.function(self._train_chunk_impl, jit_compile=jit_compile,
+        # XLA over several replicas (MirroredStrategy, TPUStrategy): one compiled function
+        # cannot span the devices, so the chunk loop stays a plain tf.function that calls
+        # strategy.run, and each replica's compute is compiled (_compiled_for_replica).
+        # TF 2.21 compiles no CPU collective ("Only compiling NCCL/auto collective is
+        # supported, got: ring") and MirroredStrategy calls merge_call for an all-reduce in
+        # a nested function off GPUs, so the step is compiled in two parts, split at its
+        # all-reduce: gradients (forward, backward) | all-reduce | update (clip, momentum).
+        # On a TPU the whole strategy.run is one XLA program; the parts are inlined into it.
+        self.split_xla = jit_compile and (
+            engine.replicas > 1 or isinstance(strategy, tf.distribute.TPUStrategy))
+        self._train_chunk = tf.function(self._train_chunk_impl,
+                                        jit_compile=jit_compile and not self.split_xla,
                                         reduce_retracing=True)
         self._eval_batch = tf.function(self._eval_batch_impl, reduce_retracing=True)
+        self._compiled = {}  # (part, replica) -> tf.function(jit_compile=True)
         self.trace_count = 0
 
     # -- state -----------------------------------------------------------------------
@@ -209,7 +221,47 @@ class _PackRunner:
             self.step.assign_add(1)
             i += 1
 
+    def _compiled_for_replica(self, part: str, fn):
+        """`fn` compiled with XLA for the calling replica (split_xla), else `fn` itself.
+
+        One function per replica: a trace captures the variables of the replica it was
+        traced on, so replica 0's trace reused on replica 1 would read device 0's copies
+        (TF refuses: "Trying to access resource ... located in device CPU:1 from device
+        CPU:0"). Each compiles once per shape, on its own device. On a TPU the replica id
+        is not known at trace time and one function serves every replica.
+        """
+        if not self.split_xla:
+            return fn
+        replica = tf.get_static_value(
+            tf.distribute.get_replica_context().replica_id_in_sync_group)
+        key = (part, None if replica is None else int(replica))
+        if key not in self._compiled:
+            self._compiled[key] = tf.function(fn, jit_compile=True)
+        return self._compiled[key]
+
     def _replica_step(self, indices, i, batch_size, fetched):
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync
+        replica = context.replica_id_in_sync_group
+        gradients = self._compiled_for_replica("gradients", self._replica_gradients)
+        grads, losses, new_states = gradients(indices, i, batch_size, fetched)
+        if replicas > 1:
+            # Outside the compiled parts (see split_xla); every replica ends with the sums.
+            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            losses = context.all_reduce(tf.distribute.ReduceOp.SUM, losses)
+            new_states = [_all_rows(context, s, replica, replicas)
+                          if j in self.train_state_index
+                          else s if j in self.eval_state_index  # untouched
+                          else context.all_reduce(tf.distribute.ReduceOp.MEAN, s)
+                          if s.dtype.is_floating else s
+                          for j, s in enumerate(new_states)]
+        self._compiled_for_replica("update", self._replica_update)(grads, new_states)
+        return losses
+
+    def _replica_gradients(self, indices, i, batch_size, fetched):
+        """This replica's share: [K] losses and the members' gradients (summed over the
+        replicas by the caller), and the states its forward pass leaves (its own rows of
+        a carried state; the eval state as it was)."""
         engine = self.engine
         config, task = engine.config, engine.dataset.task
         context = tf.distribute.get_replica_context()
@@ -242,7 +294,7 @@ class _PackRunner:
             tape.watch(weights)
             data_sums, new_states = _map_members(member_loss, (weights, local_states, x, y),
                                                  unrolled=self.unrolled)
-            # Scaled by the global batch: gradients are summed across replicas below.
+            # Scaled by the global batch: gradients are summed across replicas.
             losses = data_sums / global_batch
             l2 = float(config.l2)
             if l2 > 0 and any(self.regularized):
@@ -251,15 +303,15 @@ class _PackRunner:
                 losses += penalty / replicas
             total = tf.reduce_sum(losses)
         grads = tape.gradient(total, weights)
+        new_states = list(new_states)
         if replicas > 1:
-            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-            losses = context.all_reduce(tf.distribute.ReduceOp.SUM, losses)
-            new_states = [_all_rows(context, s, replica, replicas)
-                          if j in self.train_state_index
-                          else states[j] if j in self.eval_state_index  # untouched
-                          else context.all_reduce(tf.distribute.ReduceOp.MEAN, s)
-                          if s.dtype.is_floating else s
-                          for j, s in enumerate(new_states)]
+            for j in self.eval_state_index:
+                new_states[j] = states[j]
+        return grads, losses, new_states
+
+    def _replica_update(self, grads, new_states):
+        """Clipping (of the all-reduced gradient), the schedule and the momentum update."""
+        config = self.engine.config
         clip = float(config.train.clip_grad_norm)
         if clip > 0:
             norms = tf.sqrt(tf.add_n([_per_member_sq(g) for g in grads]))
@@ -268,13 +320,27 @@ class _PackRunner:
         # The paper's form: a <- m a + g ; w <- w - lr a (optimizers.PaperMomentum).
         factor = schedules.Schedule.from_config(config).factor(self.step, self.total_steps)
         learning_rates = self.base_lrs * factor
+        own = self._own_copy
         for w, a, g in zip(self.weights, self.accumulators, grads):
             new_a = _expand(self.momenta, a) * a + g
-            a.assign(new_a)
-            w.assign_sub(_expand(learning_rates, w) * new_a)
+            own(a).assign(new_a)
+            own(w).assign_sub(_expand(learning_rates, w) * new_a)
         for s, new in zip(self.states, new_states):
-            s.assign(tf.cast(new, s.dtype))
-        return losses
+            own(s).assign(tf.cast(new, s.dtype))
+
+    def _own_copy(self, variable):
+        """The calling replica's copy of a mirrored variable, in a compiled part.
+
+        Every replica computes the same (all-reduced) update, so each writes its own copy:
+        writing the mirrored variable from a nested function would need a merge_call,
+        which MirroredStrategy cannot make there. Elsewhere (one replica, a TPU, no XLA),
+        the variable itself.
+        """
+        replica = tf.get_static_value(
+            tf.distribute.get_replica_context().replica_id_in_sync_group)
+        if not self.split_xla or replica is None or self.engine.replicas == 1:
+            return variable
+        return self.engine.strategy.experimental_local_results(variable)[int(replica)]
 
     def _is_carried(self, j: int) -> bool:
         return j in self.train_state_index or j in self.eval_state_index
@@ -311,9 +377,26 @@ class _PackRunner:
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync
         replica = context.replica_id_in_sync_group
+        sums, new_states = self._compiled_for_replica("eval", self._replica_eval_sums)(
+            x, y, weights_mask, states)
+        new_states = [_all_rows(context, s, replica, replicas) if j in self.eval_state_index
+                      else states[j] for j, s in enumerate(new_states)]
+        return sums, new_states
+
+    def _replica_eval_sums(self, x, y, weights_mask, states):
+        """This replica's rows of the batch: [K, 3] sums, and the states it leaves."""
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync
+        replica = context.replica_id_in_sync_group
         local = tf.shape(x)[0] // replicas
-        start = replica * local
-        x, y, weights_mask = (t[start:start + local] for t in (x, y, weights_mask))
+        if x.shape[0] is not None:  # static slices for XLA
+            local = x.shape[0] // replicas
+        start = tf.cast(replica, tf.int32) * local
+        # tf.slice with a static size: a slice t[a:a + n] by a run-time `a` has a dynamic
+        # size for XLA (a TPU's replica id is only known at run time).
+        x, y, weights_mask = (
+            tf.slice(t, tf.stack([start] + [0] * (len(t.shape) - 1)),
+                     [local] + [-1] * (len(t.shape) - 1)) for t in (x, y, weights_mask))
         task = self.engine.dataset.task
         template = self.template
 
@@ -326,10 +409,7 @@ class _PackRunner:
         weights = [w.read_value() for w in self.weights]
         local_states = [_replica_rows(s, replica, replicas) if self._is_carried(j) else s
                         for j, s in enumerate(states)]
-        sums, new_states = _map_members(member_eval, (weights, local_states))
-        new_states = [_all_rows(context, s, replica, replicas) if j in self.eval_state_index
-                      else states[j] for j, s in enumerate(new_states)]
-        return sums, new_states
+        return _map_members(member_eval, (weights, local_states))
 
 
 def _map_members(fn, stacked, unrolled: bool = False):
@@ -431,7 +511,7 @@ def use_xla(config, strategy, batch_size: Optional[int] = None) -> bool:
     if jit != "auto":
         return jit
     largest = XLA_AUTO_MAX_BATCH.get(config.model.get("name"), 0)
-    # One compiled function cannot span a mirrored strategy's several devices.
+    # Measured on one device only: several replicas compile the step in parts.
     return (batch_size is not None and batch_size <= largest
             and strategy.num_replicas_in_sync == 1)
 
@@ -456,12 +536,6 @@ class Engine:
         self.strategy = strategy
         self.replicas = int(strategy.num_replicas_in_sync)
         self.jit_compile = use_xla(config, strategy)
-        if (self.jit_compile and self.replicas > 1
-                and not isinstance(strategy, tf.distribute.TPUStrategy)):
-            raise ValueError(
-                f"config.train.jit_compile=True: one XLA-compiled step cannot span the "
-                f"{self.replicas} devices of a {type(strategy).__name__}; use "
-                "--config.train.jit_compile=auto (or false), or one device")
         self.sampler = make_sampler(dataset, strategy, config)
         eval_batch = int(config.train.eval_batch_size)
         self.eval_batch_size = max(self.replicas, eval_batch - eval_batch % self.replicas)
@@ -530,6 +604,23 @@ class Engine:
                 f"config.train.jit_compile=True cannot compile a pack of {num_members} "
                 "language models (the vectorised LSTM loop has no XLA form); use "
                 "--config.train.jit_compile=auto (or false), or config.sweep.pack_size=1")
+        if jit and self.replicas > 1 and not isinstance(self.strategy,
+                                                        tf.distribute.TPUStrategy):
+            spanning = sorted((size for size in self._ghost_batch_sizes()
+                               if size is None or (batch_size // self.replicas) % size),
+                              key=lambda size: size or 0)
+            if spanning:
+                # Those groups all-reduce their sums inside the forward pass, and XLA on
+                # CPU/GPU here compiles no such collective (see _PackRunner.split_xla).
+                size = spanning[0] or batch_size
+                raise ValueError(
+                    f"config.train.jit_compile=True: ghost batch norm groups of "
+                    f"{size} examples span replicas at batch size {batch_size} on "
+                    f"{self.replicas} replicas ({batch_size // self.replicas} examples "
+                    f"each, ghost batch size {size}); XLA cannot compile their all-reduce "
+                    f"under {type(self.strategy).__name__}. Use "
+                    "--config.train.jit_compile=false (or auto), batch sizes of at least "
+                    f"{self.replicas} x {size}, or fewer replicas")
         key = (num_members, batch_size if static else None, jit)
         if key not in self._runners:
             self._runners[key] = _PackRunner(self, num_members, key[1], jit)

@@ -3,6 +3,13 @@
     PYTHONPATH=. python tools/replica_check.py              # 1 vs 2 replicas, a table
     PYTHONPATH=. python tools/replica_check.py --replicas=1,2,4 --jit
 
+With --jit every replica count runs with train.jit_compile=True, and one device without
+XLA runs too: each XLA run is compared with one device with XLA (the first count) and with
+one device without it. Under XLA on several replicas ghost groups must stay on one replica
+(the engine refuses groups that span replicas), so the WRN's batch is 16 x replicas (its
+ghost size is 16), and language models train packs of one (a pack of several LSTMs has
+no XLA form).
+
 Each replica count runs in its own process (logical CPU devices must be set before
 TensorFlow starts); inside one process the experiments run one after another under the
 same strategy, as a notebook would. Every cell's final metrics are compared with the
@@ -31,13 +38,17 @@ SHRINK = {
     "digits_autoencoder_epoch_budget": ["sweep.batch_sizes=(16,)",
                                         "sweep.effective_lrs=(0.08,0.32)", "budget.epochs=1.0"],
 }
+# Under XLA (--jit), on top of SHRINK (the WRN's batch is set per replica count in child()).
+JIT = {"synthetic_lstm_epoch_budget": ["sweep.pack_size=1"]}
 COMMON = ["sweep.optimizers=('momentum',)", "sweep.seeds=(0,1)", "analysis.best_k=1",
           "analysis.num_seeds=2", "train.noise_scale.enabled=False",
           "sweep.extend_edges.enabled=False"]
 
 
-def child(replicas: int, experiments_: list, jit: bool, workdir: str) -> dict:
-    """Runs in a fresh process: sets up `replicas` logical CPUs, runs every sweep."""
+def child(replicas: int, experiments_: list, jit: bool, workdir: str,
+          jit_batches: int = 0) -> dict:
+    """Runs in a fresh process: sets up `replicas` logical CPUs, runs every sweep.
+    `jit_batches` (the largest replica count of an XLA check) sets the WRN's batch."""
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -52,7 +63,11 @@ def child(replicas: int, experiments_: list, jit: bool, workdir: str) -> dict:
     out = {}
     for name in experiments_:
         config = experiments.get_config(name)
-        overrides = SHRINK[name] + COMMON + (["train.jit_compile=True"] if jit else [])
+        overrides = SHRINK[name] + COMMON
+        if jit:
+            overrides = overrides + JIT.get(name, []) + ["train.jit_compile=True"]
+        if jit_batches and name == "digits_wrn_epoch_budget":
+            overrides = overrides + [f"sweep.batch_sizes=({16 * jit_batches},)"]
         config = experiments.apply_overrides(config, overrides)
         records = sweep.Sweep(config, os.path.join(workdir, name), strategy=strategy,
                               progress_interval_s=1e9).run()
@@ -63,12 +78,12 @@ def child(replicas: int, experiments_: list, jit: bool, workdir: str) -> dict:
     return out
 
 
-def run_child(replicas, experiments_, jit):
+def run_child(replicas, experiments_, jit, jit_batches=0):
     with tempfile.TemporaryDirectory() as workdir:
         code = (f"import sys, json; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
                 "import replica_check as r; "
                 f"print('RESULT' + json.dumps(r.child({replicas}, {list(experiments_)!r}, "
-                f"{jit}, {workdir!r})))")
+                f"{jit}, {workdir!r}, {jit_batches})))")
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT")]
@@ -109,18 +124,26 @@ def main(argv=None):
     args = parser.parse_args(argv)
     counts = [int(r) for r in args.replicas.split(",")]
     names = args.experiments.split(",")
-    results = {r: run_child(r, names, args.jit) for r in counts}
-    reference = results[counts[0]]
+    widest = max(counts) if args.jit else 0
+    results = {r: run_child(r, names, args.jit, widest) for r in counts}
+    # (label, run, reference) for each column of the table.
+    # The exit status covers the replica columns; the columns against one device without
+    # XLA are for information (XLA draws other dropout masks from the same seeds).
+    columns = [(f"{r} vs {counts[0]} replicas" + (" (XLA)" if args.jit else ""),
+                results[r], results[counts[0]], True) for r in counts[1:]]
+    if args.jit:
+        without = run_child(counts[0], names, False, widest)
+        columns += [(f"{r} (XLA) vs {counts[0]} without XLA", results[r], without, False)
+                    for r in counts]
     ok = True
-    print(f"| experiment | " + " | ".join(f"{r} vs {counts[0]} replicas" for r in counts[1:])
-          + " |")
-    print("|---|" + "---|" * (len(counts) - 1))
+    print("| experiment | " + " | ".join(label for label, *_ in columns) + " |")
+    print("|---|" + "---|" * len(columns))
     for name in names:
         cells = []
-        for r in counts[1:]:
-            row = compare(reference, results[r])[name]
+        for _, run, reference, counted in columns:
+            row = compare(reference, run)[name]
             good = not row["problems"] and row["max_rel_diff"] <= args.tolerance
-            ok &= good
+            ok &= good or not counted
             cells.append(("match" if good else "DIFFER") +
                          f", max rel. diff {row['max_rel_diff']:.1e}" +
                          (f"; {row['problems'][0]}" if row["problems"] else ""))
