@@ -79,7 +79,8 @@ def pack_weights(engine, num_members, batch_size):
 
 def run_python(code, timeout=300, env_extra=None):
     """Runs `code` in a fresh interpreter (for settings that must precede TF start-up)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env_extra or {}))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.update(env_extra or {})  # may override the log level
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
