@@ -17,9 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from tf_sgd_regimes import data  # noqa: E402
-from tf_sgd_regimes import engine  # noqa: E402
-from tf_sgd_regimes import experiments  # noqa: E402
+import demo_pack  # noqa: E402  (tools/, beside this script)
 
 FREE = {"Const", "Identity", "NoOp", "Placeholder", "_Arg", "_Retval", "ReadVariableOp",
         "StopGradient", "Shape"}
@@ -27,17 +25,8 @@ HLO_FREE = ("parameter", "tuple", "get-tuple-element", "bitcast", "constant")
 
 
 def setup(jit, batch_size):
-    config = experiments.get_config(experiments.DEFAULT_EXPERIMENT)
-    config = experiments.apply_overrides(config, [
-        "train.noise_scale.enabled=false", "train.steps_per_call=8",
-        f"train.jit_compile={'true' if jit else 'false'}"])
-    dataset = data.get_dataset(**dict(config.data))
-    trainer = engine.Engine(config, dataset, tf.distribute.get_strategy())
-    members = [engine.Member(f"m{k}", 0.1, 0.9 if k % 2 else 0.0, k % 3) for k in range(78)]
-    runner = trainer._runner(len(members), batch_size)
-    runner.reset(members, 100)
-    trainer._batch_size = batch_size
-    indices = trainer.sampler.host_indices([m.seed for m in members], 0, 8, batch_size, 8)
+    runner, indices = demo_pack.demo_pack(jit, batch_size, steps=8, learning_rate=0.1,
+                                          total_steps=100)
     args = [tf.constant(indices, tf.int32), tf.constant(8, tf.int32)]
     if runner.static_batch is None:
         args.append(tf.constant(batch_size, tf.int32))

@@ -26,9 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from tf_sgd_regimes import data  # noqa: E402
-from tf_sgd_regimes import engine  # noqa: E402
-from tf_sgd_regimes import experiments  # noqa: E402
+import demo_pack  # noqa: E402  (tools/, beside this script)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Host-side events of the trace, not kernels of the step.
@@ -61,18 +59,8 @@ def kernel_times(logdir):
 
 
 def engine_profile(batch_size, steps, out):
-    config = experiments.get_config(experiments.DEFAULT_EXPERIMENT)
-    config = experiments.apply_overrides(config, [
-        "train.noise_scale.enabled=false", "train.jit_compile=true",
-        f"train.steps_per_call={steps}"])
-    dataset = data.get_dataset(**dict(config.data))
-    trainer = engine.Engine(config, dataset, tf.distribute.get_strategy())
-    members = [engine.Member(f"m{k}", 0.01, 0.9 if k % 2 else 0.0, k % 3) for k in range(78)]
-    trainer._batch_size = batch_size
-    runner = trainer._runner(len(members), batch_size)
-    runner.reset(members, 10**6)
-    indices = trainer.sampler.host_indices([m.seed for m in members], 0, steps, batch_size,
-                                           steps)
+    runner, indices = demo_pack.demo_pack(True, batch_size, steps, learning_rate=0.01,
+                                          total_steps=10**6)
     args = [tf.constant(indices, tf.int32), tf.constant(steps, tf.int32)]
     hlo = runner._train_chunk.experimental_get_compiler_ir(*args, None)(stage="optimized_hlo")
     with open(os.path.join(out, "tf_hlo.txt"), "w") as f:
