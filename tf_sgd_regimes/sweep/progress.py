@@ -184,10 +184,6 @@ class Progress:
         self._mark()
         self._print(self.line())
 
-    def skip_cells(self, cells: int) -> None:
-        """Cells found finished (by another worker) while the sweep ran."""
-        self.done_cells += cells
-
     def _print(self, text: str) -> None:
         self._last_print = self.clock()
         print(text, file=self.stream, flush=True)
