@@ -38,8 +38,21 @@ def test_readme_lists_every_experiment_as_the_registry_describes_it():
 
     readme = (REPO / "README.md").read_text()
     assert experiments.markdown_table() in readme, (
-        "README.md's experiment table is stale; paste experiments.markdown_table():\n"
-        + experiments.markdown_table())
+        "README.md's experiment table is stale; run: python tools/gen_readme_table.py")
+
+
+def test_readme_table_generator_replaces_a_stale_table_and_keeps_the_rest():
+    import sys
+    from conftest import REPO
+    sys.path.insert(0, str(REPO / "tools"))
+    import gen_readme_table
+
+    readme = (REPO / "README.md").read_text()
+    assert gen_readme_table.render(readme) == readme  # up to date: unchanged
+    table = experiments.markdown_table()
+    stale = readme.replace(table, table.split("\n", 1)[0] + "\n|---|---|---|\n| `gone` | x | y |")
+    assert stale != readme
+    assert gen_readme_table.render(stale) == readme
 
 
 def test_default_experiment_matches_the_issue():
