@@ -18,6 +18,7 @@ size can stay dynamic (no XLA, no batch-shaped state).
 
 import collections
 import dataclasses
+import time
 from typing import Callable, List, Optional, Sequence
 
 import keras
@@ -70,6 +71,10 @@ class ChunkReport:
     mean_loss: np.ndarray  # [K] mean training objective over the chunk (NaN if diverged)
     effective_lr: np.ndarray  # [K] effective learning rate at the chunk's last step
     diverged_at: np.ndarray  # [K] first diverged step, -1 while alive
+    # Seconds the chunk's steps took (sampling and the compiled call), for the progress
+    # ETA; None when the call traced or compiled (one-off cost), or from an engine that
+    # does not measure it.
+    compute_s: Optional[float] = None
 
 
 def _stack(tensors):
@@ -676,8 +681,11 @@ class Engine:
         while step < total_steps:
             n = min(steps_per_call, total_steps - step)
             n = probe.clip(step, n) if probe is not None else n
+            started, traces = time.perf_counter(), runner.trace_count
             indices = self.sampler.host_indices(seeds, step, n, batch_size, steps_per_call)
-            runner.train_chunk(indices, n, batch_size)
+            runner.train_chunk(indices, n, batch_size)  # returns when done (synchronous eager)
+            compute_s = (time.perf_counter() - started if runner.trace_count == traces
+                         else None)
             step += n
             if probe is not None:
                 probe.measure_if_due(step)
@@ -694,7 +702,7 @@ class Engine:
                     step - 1, total_steps))
                 on_chunk(ChunkReport(step, total_steps, mean_loss,
                                      np.array([m.effective_lr * lr_factor for m in members]),
-                                     diverged_at.copy()))
+                                     diverged_at.copy(), compute_s))
             runner.loss_sum.assign(np.zeros([len(members)], np.float32))
             if stop:
                 raise Preempted(f"stopped at step {step} of {total_steps}; checkpoint saved")

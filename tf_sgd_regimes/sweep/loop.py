@@ -307,7 +307,8 @@ class Sweep:
             float(self.config.train.checkpoint_every_s))
         step_work = len(cells) * self._cell_work(first.steps, first.batch_size) / first.steps
         progress.start_pack(f"pack B={first.batch_size} steps={first.steps} "
-                            f"members={len(cells)}", step_work * first.steps)
+                            f"members={len(cells)}", step_work * first.steps,
+                            cells=len(open_cells))
         writers = summaries.PackWriters(
             self.workdir, ids, states=self._states, active=pack.trials,
             hparams={c.cell_id: c.hparams() for c in open_cells},
@@ -331,7 +332,8 @@ class Sweep:
                 writers.flush()  # only now: nothing on disk runs ahead of the checkpoint
             alive = int(np.sum(report.diverged_at < 0))
             progress.pack_step(report.step * step_work,
-                               f"step {report.step}/{report.total_steps} alive {alive}")
+                               f"step {report.step}/{report.total_steps} alive {alive}",
+                               compute_s=report.compute_s)
 
         start = time.perf_counter()
         try:

@@ -34,20 +34,24 @@ def _eta(elapsed: float, done: float, total: float) -> float:
 
 
 class Progress:
-    """Tracks a sweep's time as training plus per-cell bookkeeping, to predict the rest.
+    """Tracks a sweep's time pack by pack, to predict the rest.
 
-    Time goes to two things with different drivers: training, which grows with the work
-    (cell_work units: steps x batch), and bookkeeping (handing cells out, ledger records,
-    TensorBoard files, oracle state), which grows with the number of cells. The sweep
-    says when a pack's training starts and ends (start_pack / training_done) and when
-    each cell is recorded (cell_done); the ETA is
+    A pack costs its training (compute that grows with its work, cell_work units:
+    steps x batch) plus what does not: tracing or compiling, the noise probe, evaluation,
+    records, TensorBoard files, oracle state, handing the next pack out. The ETA is
 
-        training seconds per work unit x work left + other seconds per cell x cells left,
+        what is left of the running pack + seconds per work unit x the work of the
+        packs after it,
 
-    both rates measured over the recent half of this session's cells (so a machine
-    that speeds up or slows down, or a slow first pack, moves the ETA). With a free
-    engine (the NQM) the second term is all there is; on a TPU the first dominates. Work
-    restored from a checkpoint counts as done but not as work of this session.
+    where seconds per work unit is the whole cost (everything above) of the recent packs,
+    about half of this session's finished cells, and of the running pack projected to its
+    end, divided by their work. The running pack is projected with its own compute rate
+    (the engine's measured seconds per chunk, ChunkReport.compute_s; an engine that
+    measures none, like the NQM, gives its training wall time) and, for what follows
+    training, its records so far or else the previous pack's non-compute time. So a slow
+    first pack (start-up, compilation) weighs as one pack of the window, not as seconds
+    per step of every pack to come, and a machine that speeds up or slows down moves the
+    ETA. Work restored from a checkpoint counts as done but not as work of this session.
     """
 
     def __init__(self, total_cells: int, total_work: float, done_cells: int = 0,
@@ -74,10 +78,23 @@ class Progress:
         self.train_seconds = 0.0  # spent training finished packs' work
         self.session_cells = 0  # cells recorded by this session
         self.resumed_work = 0.0  # restored from checkpoints: done, but not by this session
-        # (session cells, elapsed, train seconds, session work) at the start and at the
-        # end of each pack: the window of the rates starts at one of these.
-        self._marks = [(0, 0.0, 0.0, 0.0)]
-        self._window = 0  # index of the mark the rates are measured from
+        # The running pack's span starts where the previous one ended (so handing a pack
+        # out is part of its cost); its measured compute and the work that took.
+        self._pack_origin = self.start
+        self._pack_cells = 0  # cells the running pack records (start_pack), 0: unknown
+        self._pack_recorded = 0  # cells recorded so far in the running pack
+        self._train_end: Optional[float] = None
+        self._compute_s = 0.0
+        self._compute_work = 0.0
+        self._reported_work = 0.0  # the running pack's work at its last pack_step
+        self._reported_at: Optional[float] = None  # when that was
+        self._last_rate: Optional[float] = None  # compute seconds per unit, last pack
+        # (seconds, cells) of the last pack after its last step report: evaluation,
+        # records, files, handing the next pack out; its one-off compilation and probe
+        # stay out of it, so a pack is not expected to compile again because one did.
+        self._last_tail: Optional[tuple] = None
+        # Finished packs of this session: (cells, seconds, work of this session).
+        self._packs = []
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -85,37 +102,69 @@ class Progress:
     def _train_seconds(self) -> float:
         return self.train_seconds + (self.clock() - self._pack_start if self._training else 0.0)
 
-    def eta(self) -> float:
-        """Seconds until the sweep ends: training rate x work left + per-cell cost x cells
-        left, the rates over the recent half of the session's cells."""
-        done = self.work_done + self._pack_done
-        session_work = done - self.resumed_work
-        cells_left = max(self.total_cells - self.done_cells, 0)
-        if session_work <= 0 and self.session_cells == 0:
-            return float("nan")
-        cells0, elapsed0, train0, work0 = self._marks[self._window]
-        cells = self.session_cells - cells0
-        if cells <= 0:  # nothing recorded since the window's start: the whole session
-            cells0, elapsed0, train0, work0 = self._marks[0]
-            cells = self.session_cells
-        train = self._train_seconds() - train0
-        other = max(self.elapsed() - elapsed0 - train, 0.0)
-        work = session_work - work0
-        work_left = max(self.total_work - done, 0.0)
-        eta = train / work * work_left if work > 0 else 0.0
-        if cells > 0:
-            eta += other / cells * cells_left
-        return eta
+    def _rate(self) -> Optional[float]:
+        """Compute seconds per work unit of the running pack (None: nothing to go by)."""
+        if self._compute_work > 0:
+            return self._compute_s / self._compute_work
+        trained = self._pack_done - self._pack_resumed
+        if self._train_end is not None and trained > 0:  # an engine that measures nothing
+            return (self._train_end - self._pack_start) / trained
+        if self._last_rate is not None:
+            return self._last_rate
+        if trained > 0:  # the first pack, before its first measurement: all it took
+            return (self.clock() - self._pack_start) / trained
+        return None
 
-    def _mark(self) -> None:
-        """Remembers where a pack started or ended; moves the window to the latest mark
-        that leaves at least half of the session's cells inside it."""
-        self._marks.append((self.session_cells, self.elapsed(), self._train_seconds(),
-                            self.work_done + self._pack_done - self.resumed_work))
-        half = self.session_cells / 2.0
-        while (self._window + 1 < len(self._marks)
-               and self._marks[self._window + 1][0] <= half):
-            self._window += 1
+    def _running_pack(self) -> Optional[tuple]:
+        """(seconds left, projected whole seconds, work of this session) of the running
+        pack, or None before anything tells its cost."""
+        if not self.pack_label:
+            return None
+        rate = self._rate()
+        if rate is None:
+            return None
+        now = self.clock()
+        spent = now - self._pack_origin
+        compute_left = rate * max(self._pack_work - self._pack_done, 0.0)
+        if self._train_end is not None and self._pack_recorded > 0:
+            # Recording cells: what they took so far, per cell, for the cells still due.
+            per_cell = (now - self._train_end) / self._pack_recorded
+            other_left = per_cell * max(self._pack_cells - self._pack_recorded, 0)
+        elif self._last_tail is not None:
+            seconds, cells = self._last_tail
+            if self._pack_cells and cells:
+                seconds *= self._pack_cells / cells
+            if self._train_end is not None and self._reported_at is not None:
+                seconds -= now - self._reported_at  # the tail has begun
+            other_left = max(seconds, 0.0)
+        else:
+            other_left = 0.0
+        left = compute_left + other_left
+        return left, spent + left, self._pack_work - self._pack_resumed
+
+    def eta(self) -> float:
+        """Seconds until the sweep ends: what is left of the running pack + the recent
+        packs' seconds per work unit x the work of the packs after it."""
+        running = self._running_pack()
+        if running is None and not self._packs:
+            return float("nan")
+        seconds = work = 0.0
+        eta = 0.0
+        if running is not None:
+            eta, seconds, work = running
+        finished = sum(cells for cells, _, _ in self._packs)
+        kept = 0
+        for cells, pack_seconds, pack_work in reversed(self._packs):
+            if kept >= finished / 2.0:
+                break
+            kept += cells
+            seconds += pack_seconds
+            work += pack_work
+        current = self._pack_work if self.pack_label else 0.0
+        work_left = max(self.total_work - self.work_done - current, 0.0)
+        if work > 0:
+            eta += seconds / work * work_left
+        return eta
 
     def pack_eta(self) -> float:
         return _eta(self.clock() - self._pack_start, self._pack_done - self._pack_resumed,
@@ -134,24 +183,36 @@ class Progress:
                      f"ETA {format_seconds(self.pack_eta())}")
         return text + (f"  {extra}" if extra else "")
 
-    def start_pack(self, label: str, pack_work: float = 0.0) -> None:
-        """The pack's training starts now."""
+    def start_pack(self, label: str, pack_work: float = 0.0, cells: int = 0) -> None:
+        """The pack's training starts now; it will record `cells` cells (0: unknown)."""
         self.pack_label = label
         self._pack_work = max(float(pack_work), 1.0)
         self._pack_done = 0.0
         self._pack_resumed = 0.0
         self._pack_start = self.clock()
         self._training = True
-        self._mark()
+        self._pack_cells = int(cells)
+        self._pack_recorded = 0
+        self._train_end = None
+        self._compute_s = self._compute_work = self._reported_work = 0.0
+        self._reported_at = None
 
     def pack_resumed(self, work: float) -> None:
         """The pack restarted from a checkpoint holding `work` of its work."""
-        self._pack_done = self._pack_resumed = float(work)
+        self._pack_done = self._pack_resumed = self._reported_work = float(work)
         self.resumed_work += float(work)
         self._print(self.line("resumed from checkpoint"))
 
-    def pack_step(self, work: float, extra: str = "") -> None:
-        """`work` done in the current pack so far; prints at most every `min_interval_s`."""
+    def pack_step(self, work: float, extra: str = "",
+                  compute_s: Optional[float] = None) -> None:
+        """`work` done in the current pack so far; `compute_s`: the seconds the engine
+        measured for the work since the last call (None: not measured, e.g. it compiled).
+        Prints at most every `min_interval_s`."""
+        if compute_s is not None and work > self._reported_work:
+            self._compute_s += float(compute_s)
+            self._compute_work += float(work) - self._reported_work
+        self._reported_work = max(self._reported_work, float(work))
+        self._reported_at = self.clock()
         self._pack_done = float(work)
         if self.clock() - self._last_print >= self.min_interval_s:
             self._print(self.line(extra))
@@ -161,12 +222,14 @@ class Progress:
         if self._training:
             self.train_seconds += self.clock() - self._pack_start
             self._training = False
+            self._train_end = self.clock()
         self._pack_done = self._pack_work
 
     def cell_done(self, diverged: bool = False, failed: bool = False) -> None:
         """One cell of the pack got its record."""
         self.done_cells += 1
         self.session_cells += 1
+        self._pack_recorded += 1
         self.diverged += int(bool(diverged))
         self.failed += int(bool(failed))
 
@@ -174,14 +237,26 @@ class Progress:
         """The pack is finished. `cells`/`diverged`/`failed` count cells not reported by
         cell_done."""
         self.training_done()
+        rate = self._rate()
+        now = self.clock()
         self.done_cells += cells
         self.session_cells += cells
+        self._pack_recorded += cells
         self.diverged += diverged
         self.failed += failed
         self.work_done += float(pack_work)
+        own_work = max(float(pack_work) - self._pack_resumed, 0.0)
+        seconds = now - self._pack_origin
+        self._packs.append((self._pack_recorded, seconds, own_work))
+        if rate is not None:
+            self._last_rate = rate
+        tail = (now - self._reported_at if self._reported_at is not None
+                else seconds - rate * own_work if rate is not None else None)
+        if tail is not None:
+            self._last_tail = (max(tail, 0.0), self._pack_recorded)
+        self._pack_origin = now
         self.pack_label = ""
         self._pack_done = self._pack_resumed = 0.0
-        self._mark()
         self._print(self.line())
 
     def _print(self, text: str) -> None:
