@@ -88,6 +88,10 @@ class Progress:
         self._compute_work = 0.0
         self._reported_work = 0.0  # the running pack's work at its last pack_step
         self._reported_at: Optional[float] = None  # when that was
+        # Chunks without a measurement (they traced or compiled) of the running pack:
+        # their seconds and work; the seconds beyond the work are a one-off.
+        self._untimed_s = self._untimed_work = 0.0
+        self._measured = False  # the engine measures compute (some chunk had compute_s)
         self._last_rate: Optional[float] = None  # compute seconds per unit, last pack
         # (seconds, cells) of the last pack after its last step report: evaluation,
         # records, files, handing the next pack out; its one-off compilation and probe
@@ -143,28 +147,41 @@ class Progress:
         return left, spent + left, self._pack_work - self._pack_resumed
 
     def eta(self) -> float:
-        """Seconds until the sweep ends: what is left of the running pack + the recent
-        packs' seconds per work unit x the work of the packs after it."""
+        """Seconds until the sweep ends: what is left of the running pack, then for the
+        packs after it compute seconds per work unit x their work + the recent packs'
+        cost after training per cell x their cells + the last pack's start-up cost per
+        pack (the session's first pack's holds one-offs: none is assumed from it)."""
         running = self._running_pack()
         if running is None and not self._packs:
             return float("nan")
-        seconds = work = 0.0
-        eta = 0.0
-        if running is not None:
-            eta, seconds, work = running
-        finished = sum(cells for cells, _, _ in self._packs)
-        kept = 0
-        for cells, pack_seconds, pack_work in reversed(self._packs):
-            if kept >= finished / 2.0:
-                break
-            kept += cells
-            seconds += pack_seconds
-            work += pack_work
+        eta = running[0] if running is not None else 0.0
         current = self._pack_work if self.pack_label else 0.0
         work_left = max(self.total_work - self.work_done - current, 0.0)
-        if work > 0:
-            eta += seconds / work * work_left
-        return eta
+        if not self._packs:
+            # The first pack alone: its start-up cannot be told from what recurs, so the
+            # packs after it are priced at its whole projected cost per work unit.
+            left, seconds, work = running
+            return left + (seconds / work * work_left if work > 0 else 0.0)
+        finished = sum(p["cells"] for p in self._packs)
+        window = []
+        for pack in reversed(self._packs):
+            if sum(p["cells"] for p in window) >= finished / 2.0:
+                break
+            window.append(pack)
+        compute = sum(p["compute"] for p in window)
+        work = sum(p["work"] for p in window)
+        if work <= 0:  # only the running pack to go by
+            rate = self._rate()
+            compute, work = (rate, 1.0) if rate is not None else (0.0, 1.0)
+        cells = sum(p["cells"] for p in window)
+        tail = sum(p["tail"] for p in window) / cells if cells else 0.0
+        later = [p for p in window if p is not self._packs[0]]
+        head = (sum(p["head"] for p in later) / sum(p["cells"] for p in later)
+                if later and sum(p["cells"] for p in later) else 0.0)
+        cells_left = max(self.total_cells - self.done_cells
+                         - (max(self._pack_cells - self._pack_recorded, 0)
+                            if self.pack_label else 0), 0)
+        return eta + compute / work * work_left + (tail + head) * cells_left
 
     def pack_eta(self) -> float:
         return _eta(self.clock() - self._pack_start, self._pack_done - self._pack_resumed,
@@ -196,6 +213,7 @@ class Progress:
         self._train_end = None
         self._compute_s = self._compute_work = self._reported_work = 0.0
         self._reported_at = None
+        self._untimed_s = self._untimed_work = 0.0
 
     def pack_resumed(self, work: float) -> None:
         """The pack restarted from a checkpoint holding `work` of its work."""
@@ -208,11 +226,18 @@ class Progress:
         """`work` done in the current pack so far; `compute_s`: the seconds the engine
         measured for the work since the last call (None: not measured, e.g. it compiled).
         Prints at most every `min_interval_s`."""
-        if compute_s is not None and work > self._reported_work:
-            self._compute_s += float(compute_s)
-            self._compute_work += float(work) - self._reported_work
+        now = self.clock()
+        if work > self._reported_work:
+            if compute_s is not None:
+                self._measured = True
+                self._compute_s += float(compute_s)
+                self._compute_work += float(work) - self._reported_work
+            else:
+                since = self._reported_at if self._reported_at is not None else self._pack_start
+                self._untimed_s += now - since
+                self._untimed_work += float(work) - self._reported_work
         self._reported_work = max(self._reported_work, float(work))
-        self._reported_at = self.clock()
+        self._reported_at = now
         self._pack_done = float(work)
         if self.clock() - self._last_print >= self.min_interval_s:
             self._print(self.line(extra))
@@ -247,13 +272,24 @@ class Progress:
         self.work_done += float(pack_work)
         own_work = max(float(pack_work) - self._pack_resumed, 0.0)
         seconds = now - self._pack_origin
-        self._packs.append((self._pack_recorded, seconds, own_work))
+        compiled = 0.0
+        if self._measured and rate is not None and self._reported_at is not None:
+            # The tail starts at the last report; traced chunks beyond their work are
+            # one-offs (a later pack of the same shape does not trace again).
+            compute = rate * own_work
+            tail = now - self._reported_at
+            compiled = max(self._untimed_s - rate * self._untimed_work, 0.0)
+        else:  # nothing measured: all of training counts as compute
+            train_end = self._train_end if self._train_end is not None else now
+            compute = train_end - self._pack_start
+            tail = now - train_end
+        head = max(seconds - compute - tail - compiled, 0.0)
+        self._packs.append({"cells": self._pack_recorded, "seconds": seconds,
+                            "work": own_work, "compute": compute, "tail": tail,
+                            "head": head})
         if rate is not None:
             self._last_rate = rate
-        tail = (now - self._reported_at if self._reported_at is not None
-                else seconds - rate * own_work if rate is not None else None)
-        if tail is not None:
-            self._last_tail = (max(tail, 0.0), self._pack_recorded)
+        self._last_tail = (max(tail, 0.0), self._pack_recorded)
         self._pack_origin = now
         self.pack_label = ""
         self._pack_done = self._pack_resumed = 0.0
