@@ -258,6 +258,20 @@ def test_chunk_reports_follow_the_schedule(packed):
         assert np.all(np.isfinite(chunk.mean_loss)) and np.all(chunk.diverged_at == -1)
 
 
+def test_chunk_reports_time_compute_except_when_the_step_traces():
+    """compute_s (the progress ETA's measured rate) is None for a chunk whose call traced
+    (its time is mostly a one-off) and the chunk's seconds otherwise; a second pack of
+    the same shape traces nothing."""
+    chunks = []
+    _, _, engine = train(MEMBERS[:1], on_chunk=chunks.append)
+    assert chunks[0].compute_s is None
+    assert all(c.compute_s is not None and c.compute_s > 0 for c in chunks[1:])
+    again = []
+    engine.train_pack(list(MEMBERS[:1]), BATCH, STEPS, on_chunk=again.append)
+    assert len(again) == len(chunks)
+    assert all(c.compute_s is not None and c.compute_s > 0 for c in again)
+
+
 # -- checkpoints ----------------------------------------------------------------------
 
 class StopAfter:

@@ -493,11 +493,12 @@ def _expand(per_member, like):
 # grouped convolution is many times slower than oneDNN's), and so do LSTMs (no XLA form
 # packed) and unmeasured models.
 XLA_AUTO_MAX_BATCH = {"mlp": 4, "small_autoencoder": 4}
-# How much faster those XLA packs train than the same work without XLA (BENCHMARKS, "the
-# auto table": 2.0-2.3x for the MLP and autoencoder at B <= 4). The progress ETA prices
-# work at one rate, so a sweep whose first packs ran under XLA read about half the time
-# left until it learnt the slower rate.
-XLA_AUTO_SPEEDUP = 2.0
+# How much less an XLA pack's step costs than the work model says for one without XLA,
+# per batch size (the progress ETA prices the packs it has not seen by the model): the
+# least of four demo sweeps' measured compute (ChunkReport.compute_s; BENCHMARKS.md, "The
+# demo's ETA against the truth"), 3.3-4.9x at B = 1, 2.2-3.3x at 2, 1.8-2.5x at 4, for the
+# MLP (the autoencoder's "auto table" row shows less at B = 1: 2.3x).
+XLA_AUTO_SPEEDUP = {1: 3.3, 2: 2.2, 4: 1.8}
 # Engine.initial_values keeps the initial weights of recent seeds up to this many bytes.
 INITIAL_VALUES_BYTES = 256 * 2**20
 
@@ -528,7 +529,7 @@ def cell_work(config, strategy, steps: int, batch_size: int) -> float:
     automatic = experiments.tri_state(config.train.jit_compile, "train.jit_compile") == "auto"
     if (automatic and not isinstance(strategy, tf.distribute.TPUStrategy)
             and use_xla(config, strategy, batch_size)):
-        work /= XLA_AUTO_SPEEDUP
+        work /= XLA_AUTO_SPEEDUP.get(batch_size, min(XLA_AUTO_SPEEDUP.values()))
     return work
 
 

@@ -176,7 +176,7 @@ def run_issue(workdir: str, extra=()) -> dict:
 
 
 def _seconds(text: str) -> float:
-    parts = [int(p) for p in text.split(":")]
+    parts = [float(p) for p in text.split(":")]  # the ETA's last seconds have tenths
     return sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
 
 
@@ -187,7 +187,7 @@ def eta_errors(lines) -> dict:
 
     rows = []
     for line in lines:
-        m = re.search(r"cells (\d+)/(\d+) .*elapsed ([\d:]+)  ETA ([\d:?]+)", line)
+        m = re.search(r"cells (\d+)/(\d+) .*elapsed ([\d:]+)  ETA ([\d:.?]+)", line)
         if m and m.group(4) != "?":
             rows.append((int(m.group(1)) / int(m.group(2)), _seconds(m.group(3)),
                          _seconds(m.group(4))))

@@ -18,9 +18,13 @@ def cell_work(steps: int, batch_size: int) -> float:
     return float(steps) * (float(batch_size) + STEP_OVERHEAD_EXAMPLES)
 
 
-def format_seconds(seconds: float) -> str:
+def format_seconds(seconds: float, tenths_below: float = 0.0) -> str:
+    """H:MM:SS or M:SS; M:SS.s below `tenths_below` seconds (the last seconds of an ETA,
+    where a whole second is a large part of what is left)."""
     if seconds != seconds or seconds == float("inf"):
         return "?"
+    if 0 <= seconds < tenths_below:
+        return f"0:{seconds:04.1f}"
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
@@ -158,9 +162,11 @@ class Progress:
         current = self._pack_work if self.pack_label else 0.0
         work_left = max(self.total_work - self.work_done - current, 0.0)
         if not self._packs:
-            # The first pack alone: its start-up cannot be told from what recurs, so the
-            # packs after it are priced at its whole projected cost per work unit.
+            # The first pack alone: the packs after it are priced at its projected cost
+            # per work unit, less what its traced chunks took beyond their work.
             left, seconds, work = running
+            if self._measured:
+                seconds -= max(self._untimed_s - self._rate() * self._untimed_work, 0.0)
             return left + (seconds / work * work_left if work > 0 else 0.0)
         finished = sum(p["cells"] for p in self._packs)
         window = []
@@ -174,14 +180,16 @@ class Progress:
             rate = self._rate()
             compute, work = (rate, 1.0) if rate is not None else (0.0, 1.0)
         cells = sum(p["cells"] for p in window)
-        tail = sum(p["tail"] for p in window) / cells if cells else 0.0
+        records = sum(p["records"] for p in window) / cells if cells else 0.0
+        # The engine's own time besides compute (re-initialising, probe, evaluation): the
+        # session's first pack also traced its evaluation and probe, so it is left out.
         later = [p for p in window if p is not self._packs[0]]
-        head = (sum(p["head"] for p in later) / sum(p["cells"] for p in later)
-                if later and sum(p["cells"] for p in later) else 0.0)
+        later_cells = sum(p["cells"] for p in later)
+        engine = sum(p["engine"] for p in later) / later_cells if later_cells else 0.0
         cells_left = max(self.total_cells - self.done_cells
                          - (max(self._pack_cells - self._pack_recorded, 0)
                             if self.pack_label else 0), 0)
-        return eta + compute / work * work_left + (tail + head) * cells_left
+        return eta + compute / work * work_left + (records + engine) * cells_left
 
     def pack_eta(self) -> float:
         return _eta(self.clock() - self._pack_start, self._pack_done - self._pack_resumed,
@@ -193,7 +201,7 @@ class Progress:
                 f"diverged {self.diverged}"
                 + (f" failed {self.failed}" if self.failed else "")
                 + f"  {percent:5.1f}% of work  "
-                f"elapsed {format_seconds(self.elapsed())}  ETA {format_seconds(self.eta())}")
+                f"elapsed {format_seconds(self.elapsed())}  ETA {format_seconds(self.eta(), 10.0)}")
         if self.pack_label:
             text += (f"  | {self.pack_label} "
                      f"{100.0 * self._pack_done / self._pack_work:5.1f}% "
@@ -272,23 +280,21 @@ class Progress:
         self.work_done += float(pack_work)
         own_work = max(float(pack_work) - self._pack_resumed, 0.0)
         seconds = now - self._pack_origin
-        compiled = 0.0
+        train_end = self._train_end if self._train_end is not None else now
+        records = now - train_end  # records, TensorBoard files, oracle
         if self._measured and rate is not None and self._reported_at is not None:
-            # The tail starts at the last report; traced chunks beyond their work are
-            # one-offs (a later pack of the same shape does not trace again).
+            # Traced chunks beyond their work are one-offs (a later pack of the same
+            # shape does not trace again); the rest besides compute is the engine's.
             compute = rate * own_work
-            tail = now - self._reported_at
             compiled = max(self._untimed_s - rate * self._untimed_work, 0.0)
         else:  # nothing measured: all of training counts as compute
-            train_end = self._train_end if self._train_end is not None else now
-            compute = train_end - self._pack_start
-            tail = now - train_end
-        head = max(seconds - compute - tail - compiled, 0.0)
-        self._packs.append({"cells": self._pack_recorded, "seconds": seconds,
-                            "work": own_work, "compute": compute, "tail": tail,
-                            "head": head})
+            compute, compiled = train_end - self._pack_start, 0.0
+        engine = max(seconds - compute - compiled - records, 0.0)
+        self._packs.append({"cells": self._pack_recorded, "work": own_work,
+                            "compute": compute, "engine": engine, "records": records})
         if rate is not None:
             self._last_rate = rate
+        tail = now - (self._reported_at if self._reported_at is not None else train_end)
         self._last_tail = (max(tail, 0.0), self._pack_recorded)
         self._pack_origin = now
         self.pack_label = ""

@@ -1,0 +1,95 @@
+"""The progress lines' ETA against the true time left, from a sweep's log.
+
+    python tools/eta_check.py --run --workdir=/tmp/eta_demo --log=/tmp/eta_demo.log
+    python tools/eta_check.py --log=/tmp/eta_demo.log          # an existing log
+
+--run starts `python -m tf_sgd_regimes.run --no_report` (the embedded default experiment
+unless --experiment) and stamps every output line with the wall clock as it arrives, so
+the truth is not limited to the printed one-second resolution; a log without stamps
+falls back to the printed "elapsed". The truth at a line is the sweep's end (its last
+progress line) minus the line's time. Prints one row per line from --from_work of the
+work on, and the worst relative error over the lines with at least --min_left_s left
+(a second's rounding is a large share of the last seconds).
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LINE = re.compile(r"cells (\d+)/(\d+) .*?([\d.]+)% of work\s+elapsed ([\d:]+)\s+ETA ([\d:.?]+)")
+
+
+def seconds(text: str) -> float:
+    parts = [float(p) for p in text.split(":")]
+    return float(sum(p * 60 ** i for i, p in enumerate(reversed(parts))))
+
+
+def run(workdir: str, log: str, experiment: str = "") -> None:
+    command = [sys.executable, "-m", "tf_sgd_regimes.run", f"--workdir={workdir}",
+               "--no_report"] + ([f"--experiment={experiment}"] if experiment else [])
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    with open(log, "w") as out:
+        out.write(f"# {' '.join(command)}\n# load average before: {os.getloadavg()}\n")
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            out.write(f"@{time.time():.3f} {line}")
+            out.flush()
+        out.write(f"# exit {proc.wait()}; load average after: {os.getloadavg()}\n")
+
+
+def rows(log: str):
+    """(fraction of work, line time, ETA printed) of every progress line."""
+    found = []
+    with open(log) as f:
+        for line in f:
+            stamp = None
+            if line.startswith("@"):
+                stamp, _, line = line.partition(" ")
+                stamp = float(stamp[1:])
+            m = LINE.search(line)
+            if m and m.group(5) != "?":
+                elapsed = seconds(m.group(4))
+                found.append((float(m.group(3)) / 100.0,
+                              stamp if stamp is not None else elapsed, seconds(m.group(5))))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--log", required=True)
+    parser.add_argument("--run", action="store_true", help="run the sweep first")
+    parser.add_argument("--workdir", default="/tmp/eta_check")
+    parser.add_argument("--experiment", default="")
+    parser.add_argument("--from_work", type=float, default=0.1)
+    parser.add_argument("--min_left_s", type=float, default=3.0)
+    args = parser.parse_args()
+    if args.run:
+        import shutil
+
+        shutil.rmtree(args.workdir, ignore_errors=True)
+        run(args.workdir, args.log, args.experiment)
+    found = rows(args.log)
+    if not found:
+        sys.exit(f"no progress lines in {args.log}")
+    end = found[-1][1]
+    print("| work done | ETA printed (s) | time left, true (s) | error |")
+    print("|---|---|---|---|")
+    worst = 0.0
+    for fraction, at, eta in found:
+        truth = end - at
+        if fraction < args.from_work or truth <= 0:
+            continue
+        error = (eta - truth) / truth
+        if truth >= args.min_left_s:
+            worst = max(worst, abs(error))
+        print(f"| {100 * fraction:.1f}% | {eta:g} | {truth:.1f} | {100 * error:+.0f}% |")
+    print(f"worst error with >= {args.min_left_s:g} s left: {100 * worst:.0f}%")
+
+
+if __name__ == "__main__":
+    main()
