@@ -2,6 +2,8 @@
 
     python tools/eta_check.py --run --workdir=/tmp/eta_demo --log=/tmp/eta_demo.log
     python tools/eta_check.py --log=/tmp/eta_demo.log          # an existing log
+    python tools/eta_check.py --run --log=/tmp/nqm.log --experiment=nqm_epoch_budget \
+        --config.sweep.seeds="(0,1,2)"                       # other flags go to the run
 
 --run starts `python -m tf_sgd_regimes.run --no_report` (the embedded default experiment
 unless --experiment) and stamps every output line with the wall clock as it arrives, so
@@ -28,9 +30,10 @@ def seconds(text: str) -> float:
     return float(sum(p * 60 ** i for i, p in enumerate(reversed(parts))))
 
 
-def run(workdir: str, log: str, experiment: str = "") -> None:
-    command = [sys.executable, "-m", "tf_sgd_regimes.run", f"--workdir={workdir}",
-               "--no_report"] + ([f"--experiment={experiment}"] if experiment else [])
+def run(workdir: str, log: str, experiment: str = "", extra=()) -> None:
+    command = ([sys.executable, "-m", "tf_sgd_regimes.run", f"--workdir={workdir}",
+                "--no_report"] + ([f"--experiment={experiment}"] if experiment else [])
+               + list(extra))
     env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
     with open(log, "w") as out:
         out.write(f"# {' '.join(command)}\n# load average before: {os.getloadavg()}\n")
@@ -67,12 +70,12 @@ def main() -> None:
     parser.add_argument("--experiment", default="")
     parser.add_argument("--from_work", type=float, default=0.1)
     parser.add_argument("--min_left_s", type=float, default=3.0)
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()
     if args.run:
         import shutil
 
         shutil.rmtree(args.workdir, ignore_errors=True)
-        run(args.workdir, args.log, args.experiment)
+        run(args.workdir, args.log, args.experiment, extra)
     found = rows(args.log)
     if not found:
         sys.exit(f"no progress lines in {args.log}")

@@ -215,7 +215,8 @@ class Sweep:
             len(self.cells), sum(self._cell_work(c.steps, c.batch_size)
                                  for c in remaining),
             done_cells=len(self.cells) - len(remaining), stream=self.stream,
-            min_interval_s=self.progress_interval_s, clock=self.clock)
+            min_interval_s=self.progress_interval_s, clock=self.clock,
+            total_steps=sum(c.steps for c in remaining))
         self.progress = progress
         root_logged = os.path.isdir(summaries.tensorboard_dir(self.workdir)) and any(
             n.startswith("events") for n in os.listdir(summaries.tensorboard_dir(self.workdir)))
@@ -308,7 +309,7 @@ class Sweep:
         step_work = len(cells) * self._cell_work(first.steps, first.batch_size) / first.steps
         progress.start_pack(f"pack B={first.batch_size} steps={first.steps} "
                             f"members={len(cells)}", step_work * first.steps,
-                            cells=len(open_cells))
+                            cells=len(open_cells), steps=first.steps)
         writers = summaries.PackWriters(
             self.workdir, ids, states=self._states, active=pack.trials,
             hparams={c.cell_id: c.hparams() for c in open_cells},

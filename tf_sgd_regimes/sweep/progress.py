@@ -60,9 +60,13 @@ class Progress:
 
     def __init__(self, total_cells: int, total_work: float, done_cells: int = 0,
                  stream: Optional[TextIO] = None, min_interval_s: float = 5.0,
-                 clock=time.perf_counter):
+                 clock=time.perf_counter, total_steps: float = 0.0):
         self.total_cells = total_cells
         self.total_work = max(float(total_work), 1.0)  # work left when the session began
+        # Steps of the cells left when the session began, summed over cells (0: not
+        # known); a pack's steps drive its chunk reports and their bookkeeping.
+        self.total_steps = float(total_steps)
+        self._steps_done = 0.0  # cell-steps of finished packs
         self.done_cells = done_cells
         self.skipped_cells = done_cells
         self.diverged = 0
@@ -95,6 +99,10 @@ class Progress:
         # Chunks without a measurement (they traced or compiled) of the running pack:
         # their seconds and work; the seconds beyond the work are a one-off.
         self._untimed_s = self._untimed_work = 0.0
+        # Time between measured chunks besides their compute (the caller's report,
+        # TensorBoard scalars, the probe): a cost per step of the pack, not per work unit.
+        self._gap_s = self._gap_work = 0.0
+        self._pack_steps = 0
         self._measured = False  # the engine measures compute (some chunk had compute_s)
         self._last_rate: Optional[float] = None  # compute seconds per unit, last pack
         # (seconds, cells) of the last pack after its last step report: evaluation,
@@ -189,7 +197,16 @@ class Progress:
         cells_left = max(self.total_cells - self.done_cells
                          - (max(self._pack_cells - self._pack_recorded, 0)
                             if self.pack_label else 0), 0)
-        return eta + compute / work * work_left + (records + engine) * cells_left
+        eta += compute / work * work_left + (records + engine) * cells_left
+        stepped = sum(p["steps"] for p in later)
+        if stepped > 0 and self.total_steps > 0:
+            # Per-step costs besides compute, times the steps of the packs left (their
+            # cells' steps over the cells of a pack).
+            current = self._pack_steps * self._pack_cells if self.pack_label else 0.0
+            steps_left = max(self.total_steps - self._steps_done - current, 0.0)
+            per_pack = finished / len(self._packs)
+            eta += sum(p["gaps"] for p in later) / stepped * steps_left / max(per_pack, 1.0)
+        return eta
 
     def pack_eta(self) -> float:
         return _eta(self.clock() - self._pack_start, self._pack_done - self._pack_resumed,
@@ -208,8 +225,10 @@ class Progress:
                      f"ETA {format_seconds(self.pack_eta())}")
         return text + (f"  {extra}" if extra else "")
 
-    def start_pack(self, label: str, pack_work: float = 0.0, cells: int = 0) -> None:
-        """The pack's training starts now; it will record `cells` cells (0: unknown)."""
+    def start_pack(self, label: str, pack_work: float = 0.0, cells: int = 0,
+                   steps: int = 0) -> None:
+        """The pack's training starts now; it will record `cells` cells (0: unknown) and
+        train `steps` steps (0: unknown)."""
         self.pack_label = label
         self._pack_work = max(float(pack_work), 1.0)
         self._pack_done = 0.0
@@ -217,6 +236,8 @@ class Progress:
         self._pack_start = self.clock()
         self._training = True
         self._pack_cells = int(cells)
+        self._pack_steps = int(steps)
+        self._gap_s = self._gap_work = 0.0
         self._pack_recorded = 0
         self._train_end = None
         self._compute_s = self._compute_work = self._reported_work = 0.0
@@ -240,6 +261,9 @@ class Progress:
                 self._measured = True
                 self._compute_s += float(compute_s)
                 self._compute_work += float(work) - self._reported_work
+                if self._reported_at is not None:  # the first chunk's start is set-up
+                    self._gap_s += max(now - self._reported_at - float(compute_s), 0.0)
+                    self._gap_work += float(work) - self._reported_work
             else:
                 since = self._reported_at if self._reported_at is not None else self._pack_start
                 self._untimed_s += now - since
@@ -290,8 +314,14 @@ class Progress:
         else:  # nothing measured: all of training counts as compute
             compute, compiled = train_end - self._pack_start, 0.0
         engine = max(seconds - compute - compiled - records, 0.0)
+        gaps = self._gap_s / self._gap_work * own_work if self._gap_work > 0 else 0.0
+        if not (self.total_steps > 0 and self._pack_steps > 0):
+            gaps = 0.0  # no steps to price them by: they stay in the engine's time
+        steps = self._pack_steps * (own_work / self._pack_work if self._pack_work else 0.0)
         self._packs.append({"cells": self._pack_recorded, "work": own_work,
-                            "compute": compute, "engine": engine, "records": records})
+                            "compute": compute, "engine": max(engine - gaps, 0.0),
+                            "records": records, "gaps": min(gaps, engine), "steps": steps})
+        self._steps_done += self._pack_steps * self._pack_recorded
         if rate is not None:
             self._last_rate = rate
         tail = now - (self._reported_at if self._reported_at is not None else train_end)
