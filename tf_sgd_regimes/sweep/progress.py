@@ -40,22 +40,26 @@ def _eta(elapsed: float, done: float, total: float) -> float:
 class Progress:
     """Tracks a sweep's time pack by pack, to predict the rest.
 
-    A pack costs its training (compute that grows with its work, cell_work units:
-    steps x batch) plus what does not: tracing or compiling, the noise probe, evaluation,
-    records, TensorBoard files, oracle state, handing the next pack out. The ETA is
+    A pack's time splits into parts with different drivers, each measured as it runs:
 
-        what is left of the running pack + seconds per work unit x the work of the
-        packs after it,
+    - compute: the engine's measured seconds per chunk (ChunkReport.compute_s), which
+      grow with the work (cell_work units: steps x batch); an engine that measures none
+      (the NQM) gives its training wall time instead;
+    - between measured chunks (reports, TensorBoard scalars): a cost per step;
+    - the engine's other time (re-initialising, the noise probe, evaluation);
+    - records (ledger, TensorBoard files, oracle), from training's end to the pack's;
+    - one-offs, not expected again: a chunk whose call traced or compiled (compute_s
+      None) beyond its work, and the session's first pack's engine time (its evaluation
+      and probe trace; its start-up).
 
-    where seconds per work unit is the whole cost (everything above) of the recent packs,
-    about half of this session's finished cells, and of the running pack projected to its
-    end, divided by their work. The running pack is projected with its own compute rate
-    (the engine's measured seconds per chunk, ChunkReport.compute_s; an engine that
-    measures none, like the NQM, gives its training wall time) and, for what follows
-    training, its records so far or else the previous pack's non-compute time. So a slow
-    first pack (start-up, compilation) weighs as one pack of the window, not as seconds
-    per step of every pack to come, and a machine that speeds up or slows down moves the
-    ETA. Work restored from a checkpoint counts as done but not as work of this session.
+    The ETA is what is left of the running pack (its measured rate x its work left, then
+    its records at their pace so far, or the last pack's) plus, for the packs after it,
+    compute seconds per work unit x their work + per-step cost x their steps + engine and
+    record seconds per cell x their cells, each rate over the recent packs holding about
+    half of this session's finished cells (so a machine that speeds up or slows down
+    moves the ETA). While the first pack runs, the rest is priced at its projected cost
+    per work unit without its one-offs. Work restored from a checkpoint counts as done
+    but not as work of this session.
     """
 
     def __init__(self, total_cells: int, total_work: float, done_cells: int = 0,
@@ -159,10 +163,7 @@ class Progress:
         return left, spent + left, self._pack_work - self._pack_resumed
 
     def eta(self) -> float:
-        """Seconds until the sweep ends: what is left of the running pack, then for the
-        packs after it compute seconds per work unit x their work + the recent packs'
-        cost after training per cell x their cells + the last pack's start-up cost per
-        pack (the session's first pack's holds one-offs: none is assumed from it)."""
+        """Seconds until the sweep ends (NaN before anything tells): see the class."""
         running = self._running_pack()
         if running is None and not self._packs:
             return float("nan")
@@ -202,8 +203,8 @@ class Progress:
         if stepped > 0 and self.total_steps > 0:
             # Per-step costs besides compute, times the steps of the packs left (their
             # cells' steps over the cells of a pack).
-            current = self._pack_steps * self._pack_cells if self.pack_label else 0.0
-            steps_left = max(self.total_steps - self._steps_done - current, 0.0)
+            running_steps = self._pack_steps * self._pack_cells if self.pack_label else 0.0
+            steps_left = max(self.total_steps - self._steps_done - running_steps, 0.0)
             per_pack = finished / len(self._packs)
             eta += sum(p["gaps"] for p in later) / stepped * steps_left / max(per_pack, 1.0)
         return eta
