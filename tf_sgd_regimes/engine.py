@@ -494,10 +494,11 @@ def _expand(per_member, like):
 # packed) and unmeasured models.
 XLA_AUTO_MAX_BATCH = {"mlp": 4, "small_autoencoder": 4}
 # How much less an XLA pack's step costs than the work model says for one without XLA,
-# per batch size (the progress ETA prices the packs it has not seen by the model): the
-# least of four demo sweeps' measured compute (ChunkReport.compute_s; BENCHMARKS.md, "The
-# demo's ETA against the truth"), 3.3-4.9x at B = 1, 2.2-3.3x at 2, 1.8-2.5x at 4, for the
-# MLP (the autoencoder's "auto table" row shows less at B = 1: 2.3x).
+# per batch size (the progress ETA prices the packs it has not seen by the model): a
+# little under the least of four demo sweeps' measured compute (ChunkReport.compute_s
+# against the B >= 8 packs' rate; BENCHMARKS.md, "The demo's ETA against the truth"):
+# 3.5-4.8x at B = 1, 2.3-3.3x at 2, 1.8-2.4x at 4, for the MLP (the autoencoder's row in
+# "the auto table" shows less at B = 1: 2.3x).
 XLA_AUTO_SPEEDUP = {1: 3.3, 2: 2.2, 4: 1.8}
 # Engine.initial_values keeps the initial weights of recent seeds up to this many bytes.
 INITIAL_VALUES_BYTES = 256 * 2**20
