@@ -91,13 +91,13 @@ class Progress:
         self.session_cells = 0  # cells recorded by this session
         self.resumed_work = 0.0  # restored from checkpoints: done, but not by this session
         # The running pack's span starts where the previous one ended (so handing a pack
-        # out is part of its cost); its measured compute and the work that took.
+        # out is part of its cost).
         self._pack_origin = self.start
         self._pack_cells = 0  # cells the running pack records (start_pack), 0: unknown
         self._pack_recorded = 0  # cells recorded so far in the running pack
         self._train_end: Optional[float] = None
-        self._compute_s = 0.0
-        self._compute_work = 0.0
+        self._compute_s = 0.0  # the running pack's measured compute seconds ...
+        self._compute_work = 0.0  # ... and the work they trained
         self._reported_work = 0.0  # the running pack's work at its last pack_step
         self._reported_at: Optional[float] = None  # when that was
         # Chunks without a measurement (they traced or compiled) of the running pack:
@@ -109,18 +109,15 @@ class Progress:
         self._pack_steps = 0
         self._measured = False  # the engine measures compute (some chunk had compute_s)
         self._last_rate: Optional[float] = None  # compute seconds per unit, last pack
-        # (seconds, cells) of the last pack after its last step report: evaluation,
-        # records, files, handing the next pack out; its one-off compilation and probe
-        # stay out of it, so a pack is not expected to compile again because one did.
+        # (seconds, cells) of the last pack after its last step report (evaluation,
+        # records): what the running pack still has to do after training.
         self._last_tail: Optional[tuple] = None
-        # Finished packs of this session: (cells, seconds, work of this session).
+        # Finished packs of this session: their cells, work of this session and seconds
+        # of compute, engine, records, per-step gaps; and steps (see end_pack).
         self._packs = []
 
     def elapsed(self) -> float:
         return self.clock() - self.start
-
-    def _train_seconds(self) -> float:
-        return self.train_seconds + (self.clock() - self._pack_start if self._training else 0.0)
 
     def _rate(self) -> Optional[float]:
         """Compute seconds per work unit of the running pack (None: nothing to go by)."""
