@@ -493,13 +493,13 @@ def _expand(per_member, like):
 # grouped convolution is many times slower than oneDNN's), and so do LSTMs (no XLA form
 # packed) and unmeasured models.
 XLA_AUTO_MAX_BATCH = {"mlp": 4, "small_autoencoder": 4}
-# How much less an XLA pack's step costs than the work model says for one without XLA,
-# per batch size (the progress ETA prices the packs it has not seen by the model): a
-# little under the least of four demo sweeps' measured compute (ChunkReport.compute_s
-# against the B >= 8 packs' rate; BENCHMARKS.md, "The demo's ETA against the truth"):
-# 3.5-4.8x at B = 1, 2.3-3.3x at 2, 1.8-2.4x at 4, for the MLP (the autoencoder's row in
-# "the auto table" shows less at B = 1: 2.3x).
-XLA_AUTO_SPEEDUP = {1: 3.3, 2: 2.2, 4: 1.8}
+# How much less an XLA pack's step costs than the same pack's without XLA, per batch size
+# (the progress ETA prices the packs it has not seen by the work model): the demo's MLP
+# packs with one intra-op thread, measured compute (ChunkReport.compute_s) side by side,
+# 3.4x at B = 1, 2.1x at 2, 1.4x at 4 (BENCHMARKS.md, "The demo's ETA against the
+# truth"; with TensorFlow's default threads 3.2-4.5x, 2.3-3.5x, 1.5-2.2x). The
+# autoencoder's row in "the auto table" shows less at B = 1 (2.3x).
+XLA_AUTO_SPEEDUP = {1: 3.4, 2: 2.1, 4: 1.4}
 # Engine.initial_values keeps the initial weights of recent seeds up to this many bytes.
 INITIAL_VALUES_BYTES = 256 * 2**20
 

@@ -59,6 +59,9 @@ def main() -> None:
     progress_lib.Progress.end_pack = timed_end
     config = experiments.apply_overrides(experiments.get_config(args.experiment),
                                          tuple(overrides))
+    from tf_sgd_regimes import cpu_threads
+
+    cpu_threads.apply(config)  # as a sweep started by tf_sgd_regimes.run does
     loop.Sweep(config, args.workdir, progress_interval_s=1e9).run()
     print("| B | steps | chunks (traced) | compute ms/step | rest of training s | records s |")
     print("|---|---|---|---|---|---|")
