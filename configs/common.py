@@ -54,6 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.clip_grad_norm = 0.0  # 0 = no clipping
     config.train.eval_batch_size = 1024
     config.train.jit_compile = "auto"  # true / false / auto (engine.use_xla: measured; TPU: XLA)
+    # TensorFlow's intra-op threads, set when the sweep starts (cpu_threads.py); 0 keeps
+    # TensorFlow's default, one per core. 1 suits packs of tiny models (the demo).
+    config.train.intra_op_threads = 0
     config.train.log_every_steps = 0  # TensorBoard scalars every chunk when 0
     # Seconds between checkpoints of a running pack (a kill loses at most this much
     # training); 0 = none except on SIGTERM. Checked after every chunk of steps.

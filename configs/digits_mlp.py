@@ -37,4 +37,8 @@ def get_config():
     # (noise_probe.py): one big batch of 256 (8 x 32) per member and time, a few seconds.
     config.train.noise_scale.enabled = True
     config.train.noise_scale.num_batches = 1
+    # One intra-op thread: this pack's kernels are microseconds long, and handing them to a
+    # second thread cost more than it gave (whole sweep ~1.3-1.5x faster, same records;
+    # BENCHMARKS.md "One intra-op thread").
+    config.train.intra_op_threads = 1
     return config

@@ -82,6 +82,9 @@ def digits_autoencoder_epoch_budget():
     config.analysis.selection_mode = "min"
     config.analysis.train_metric = "train_mse"
     config.train.divergence_loss = 1e3
+    # Tiny dense kernels, as in the demo: one intra-op thread (whole sweep 20, 20 s against
+    # 29, 24 s with TensorFlow's default; BENCHMARKS.md "One intra-op thread").
+    config.train.intra_op_threads = 1
     return config
 
 

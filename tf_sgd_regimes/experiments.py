@@ -355,6 +355,12 @@ def validate(config: ml_collections.ConfigDict, num_train: int = 0, replicas: in
             tri_state(_get(tree, field), field)
     if config.train.steps_per_call < 1:
         raise ConfigError("config.train.steps_per_call must be >= 1")
+    from tf_sgd_regimes import cpu_threads
+
+    try:
+        cpu_threads.requested(config)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     tensorboard = config.get("tensorboard") or {}
     limit = tensorboard.get("per_cell_sessions_max", 0)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
@@ -427,7 +433,7 @@ GRID_FIELDS = ("sweep.batch_sizes", "sweep.effective_lrs", "sweep.seeds",
                "sweep.epoch_budgets", "sweep.optimizers")
 # Fields that only change how fast or where cells run, or how they are analysed.
 RUN_ONLY_FIELDS = ("sweep.pack_size", "sweep.extend_edges", "train.steps_per_call",
-                   "train.eval_batch_size", "train.log_every_steps",
+                   "train.eval_batch_size", "train.log_every_steps", "train.intra_op_threads",
                    "train.checkpoint_every_s", "train.noise_scale", "strategy", "tpu_address",
                    "cost", "description", "analysis", "tensorboard")
 

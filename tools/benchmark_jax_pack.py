@@ -10,11 +10,15 @@ indices (the engine's own sampler), so their test accuracies must agree; the JAX
 (tools/jax_pack_reference.py) runs in a separate venv with JAX (not a dependency of this
 project). Timed: training steps only, after compilation, on both sides (the engine's
 second pack on an already compiled runner; JAX's chunks compiled ahead of time). Sides
-alternate within each round; medians over rounds.
+alternate within each round; medians over rounds. The engine runs with the demo config's
+TensorFlow thread setting (config.train.intra_op_threads, as a sweep applies it); JAX runs
+both as installed and pinned to one core (taskset), and the engine is compared with the
+faster of the two.
 """
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from tf_sgd_regimes import cpu_threads  # noqa: E402
 from tf_sgd_regimes import data  # noqa: E402
 from tf_sgd_regimes import engine  # noqa: E402
 from tf_sgd_regimes import experiments  # noqa: E402
@@ -33,9 +38,9 @@ from tf_sgd_regimes import schedules  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def demo(jit):
+def demo(jit, extra=()):
     config = experiments.get_config(experiments.DEFAULT_EXPERIMENT)
-    overrides = ["train.noise_scale.enabled=false", "train.checkpoint_every_s=0"]
+    overrides = ["train.noise_scale.enabled=false", "train.checkpoint_every_s=0", *extra]
     if jit != "auto":
         overrides.append(f"train.jit_compile={'true' if jit else 'false'}")
     config = experiments.apply_overrides(config, overrides)
@@ -96,9 +101,12 @@ def jax_problem(config, dataset, trainer, members, batch_size, total_steps, path
     np.savez(path, **arrays)
 
 
-def jax_run(python, path_in, path_out):
-    done = subprocess.run([python, os.path.join(HERE, "jax_pack_reference.py"), path_in,
-                           path_out], capture_output=True, text=True,
+def jax_run(python, path_in, path_out, one_core=False):
+    # One core: JAX sizes its thread pools from the CPUs it may run on, and has no knob of
+    # its own; on a tiny pack one thread can be its fastest setting, as it is the engine's.
+    pin = ["taskset", "-c", "0"] if one_core else []
+    done = subprocess.run(pin + [python, os.path.join(HERE, "jax_pack_reference.py"), path_in,
+                                 path_out], capture_output=True, text=True,
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
     if done.returncode:
         raise RuntimeError(done.stderr[-3000:])
@@ -112,17 +120,29 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jax_python", default="/work/venvs/jax/bin/python")
     parser.add_argument("--xla", default="both", choices=("both", "on", "off", "auto"))
+    parser.add_argument("--override", action="append", default=[],
+                        help="config override for both sides, e.g. train.steps_per_call=1024")
+    parser.add_argument("--jax_one_core", default="auto", choices=("auto", "yes", "no"),
+                        help="also time JAX pinned to one core (taskset -c 0); auto: if "
+                        "taskset exists. The engine is compared with the faster JAX side.")
     args = parser.parse_args(argv)
     sides = {"both": (False, True), "on": (True,), "off": (False,),
              "auto": ("auto",)}[args.xla]
     label = {True: "engine, XLA", False: "engine, no XLA", "auto": "engine, auto"}
+    one_core = (args.jax_one_core == "yes"
+                or (args.jax_one_core == "auto" and shutil.which("taskset") is not None))
+    jax_sides = ["jax"] + (["jax_one_core"] if one_core else [])
+    # The demo's own thread setting (config.train.intra_op_threads), as a sweep applies it.
+    cpu_threads.apply(demo(True, args.override)[0])
+    print(f"TensorFlow intra-op threads: "
+          f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}")
     print(f"engine: {engine.__file__}; {os.cpu_count()} CPU cores; TF {tf.__version__}")
     print("| B | side | member-steps/s (median) | seconds "
           "| |test-accuracy difference| vs JAX, per member |")
     print("|---|---|---|---|---|", flush=True)
     workdir = tempfile.mkdtemp(prefix="jax_pack_")
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-        configs = {jit: demo(jit) for jit in sides}
+        configs = {jit: demo(jit, args.override) for jit in sides}
         config, members = configs[sides[0]]
         dataset = data.get_dataset(**dict(config.data))
         total_steps = int(round(config.budget.epochs * dataset.num_train / batch_size))
@@ -133,7 +153,7 @@ def main(argv=None):
         path_in = os.path.join(workdir, f"problem_{batch_size}.npz")
         jax_problem(config, dataset, trainers[sides[0]], members, batch_size, total_steps,
                     path_in)
-        times = {side: [] for side in list(sides) + ["jax"]}
+        times = {side: [] for side in list(sides) + jax_sides}
         accuracies = {}
         version = ""
         for _ in range(args.rounds):
@@ -141,14 +161,18 @@ def main(argv=None):
                 seconds, accuracies[jit], _ = engine_run(configs[jit][0], dataset, members,
                                                          batch_size, total_steps, trainers[jit])
                 times[jit].append(seconds)
-            seconds, accuracies["jax"], version = jax_run(
-                args.jax_python, path_in, os.path.join(workdir, "out.npz"))
-            times["jax"].append(seconds)
+            for side in jax_sides:
+                seconds, accuracies[side], version = jax_run(
+                    args.jax_python, path_in, os.path.join(workdir, "out.npz"),
+                    one_core=side == "jax_one_core")
+                times[side].append(seconds)
         member_steps = len(members) * total_steps
-        for side in list(sides) + ["jax"]:
+        best_jax = min(float(np.median(times[side])) for side in jax_sides)
+        for side in list(sides) + jax_sides:
             seconds = float(np.median(times[side]))
-            if side == "jax":
-                diff, name = "", f"JAX {version} vmap+scan+jit"
+            if side in jax_sides:
+                diff = ""
+                name = f"JAX {version} vmap+scan+jit" + (", one core" if side != "jax" else "")
             else:
                 both = np.isfinite(accuracies[side]) & np.isfinite(accuracies["jax"])
                 gaps = np.abs(accuracies[side][both] - accuracies["jax"][both])
@@ -157,6 +181,7 @@ def main(argv=None):
                         f"{int(np.sum(gaps <= 0.01))} of {both.sum()} within 0.01 "
                         f"({both.sum()} of {len(members)} finite on both)")
                 name = label[side]
+                diff += f"; {best_jax / seconds:.2f}x the faster JAX side"
             print(f"| {batch_size} | {name} | {member_steps / seconds:,.0f} | {seconds:.2f} | "
                   f"{diff} |", flush=True)
     return 0

@@ -59,6 +59,7 @@ def prepare(config, model=None, dataset=None, load: bool = True):
     """
     import ml_collections
 
+    from tf_sgd_regimes import cpu_threads
     from tf_sgd_regimes import data
     from tf_sgd_regimes import experiments
     from tf_sgd_regimes import models
@@ -92,6 +93,8 @@ def prepare(config, model=None, dataset=None, load: bool = True):
         config.name = f"{config.model.name}_{config.data.name}"
     config.lock()
     experiments.validate(config)  # names: ConfigError before anything is loaded
+    # Before loading: the thread pools are fixed once TensorFlow's runtime starts.
+    cpu_threads.apply(config)
     if loaded is None and load and config.get("engine", "keras") == "keras":
         loaded = sweep_lib.load_dataset(config)
     if loaded is not None:  # the model's task and the metrics against the data's task
