@@ -113,6 +113,8 @@ def grouped_conv2d(x, kernel, strides=(1, 1, 1, 1), padding="SAME", explicit_pad
     conv = dict(strides=list(strides), padding=padding,
                 explicit_paddings=list(explicit_paddings), data_format="NHWC",
                 dilations=list(dilations))
+    # Only under XLA: TF's own grouped kernel gradient (oneDNN) keeps the members apart,
+    # and the masking would cost every step of the convnets' default (non-XLA) path.
     if _in_xla_context():
         y = _xla_grouped_conv(packed_x, packed_kernel, members, conv)
     else:
