@@ -93,3 +93,33 @@ def test_packed_conv_model_equals_each_member_alone(name):
     convs = sum(isinstance(layer, keras.layers.Conv2D) for layer in template.layers)
     assert [op.type for op in vectorized].count("Conv2D") == convs
     assert not [op for op in vectorized if "While" in op.type]
+
+
+@pytest.mark.parametrize("strides", [(1, 1, 1, 1), (1, 2, 2, 1)])
+def test_under_xla_a_non_finite_member_leaves_the_others_kernel_gradients_alone(strides):
+    # XLA's CPU compiler rewrites a grouped convolution's kernel gradient into one
+    # convolution whose zero holes multiply the other members' values: 0 x NaN = NaN.
+    # Member 0's input and kernel hold inf/NaN; members 1 and 2 must get the gradients
+    # they get with a finite member 0 (and member 0 a NaN kernel gradient: it diverged).
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 4, 6, 6, 2)).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, 3, 2, 4)).astype(np.float32)
+    bad_x, bad_kernel = x.copy(), kernel.copy()
+    bad_x[0, 1, 2, 3, 0], bad_x[0, 2, 0, 0, 1] = np.nan, np.inf
+    bad_kernel[0, 1, 1, 0, 2] = np.nan
+
+    @tf.function(jit_compile=True)
+    def gradients(x, kernel):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            y = member_map.grouped_conv2d(x, kernel, strides=strides, padding="SAME")
+            # Member 0's loss is NaN; the others' are finite.
+            loss = tf.reduce_sum(tf.square(y))
+        return tape.gradient(loss, [x, kernel])
+
+    clean_dx, clean_dk = (g.numpy() for g in gradients(tf.constant(x), tf.constant(kernel)))
+    dx, dk = (g.numpy() for g in gradients(tf.constant(bad_x), tf.constant(bad_kernel)))
+    assert np.all(np.isfinite(clean_dk))
+    np.testing.assert_allclose(dk[1:], clean_dk[1:], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(dx[1:], clean_dx[1:], rtol=1e-6, atol=1e-6)
+    assert np.all(np.isnan(dk[0]))

@@ -37,6 +37,11 @@ try:  # private: see the module docstring
 except ImportError:  # pragma: no cover - another TF layout
     _PFOR_IMPL, _REGISTRY = None, None
 
+try:  # private: whether the graph being built is compiled by XLA (jit_compile=True)
+    from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
+except ImportError:  # pragma: no cover - another TF layout: guard every graph
+    GraphOrParentsInXlaContext = None
+
 
 def vectorize(fn, stacked):
     """fn over the leading (member) axis of every tensor in `stacked`, stacked again."""
@@ -105,9 +110,73 @@ def grouped_conv2d(x, kernel, strides=(1, 1, 1, 1), padding="SAME", explicit_pad
     packed_kernel = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]),
                                tf.stack([k_shape[1], k_shape[2], k_shape[3],
                                          members * k_shape[4]]))
-    y = tf.raw_ops.Conv2D(input=packed_x, filter=packed_kernel, strides=list(strides),
-                          padding=padding, explicit_paddings=list(explicit_paddings),
-                          data_format="NHWC", dilations=list(dilations))
+    conv = dict(strides=list(strides), padding=padding,
+                explicit_paddings=list(explicit_paddings), data_format="NHWC",
+                dilations=list(dilations))
+    # Only under XLA: TF's own grouped kernel gradient (oneDNN) keeps the members apart,
+    # and the masking would cost every step of the convnets' default (non-XLA) path.
+    if _in_xla_context():
+        y = _xla_grouped_conv(packed_x, packed_kernel, members, conv)
+    else:
+        y = tf.raw_ops.Conv2D(input=packed_x, filter=packed_kernel, **conv)
     y_shape = tf.shape(y)
     y = tf.reshape(y, tf.stack([y_shape[0], y_shape[1], y_shape[2], members, k_shape[4]]))
     return tf.transpose(y, [3, 0, 1, 2, 4])
+
+
+def _in_xla_context() -> bool:
+    if GraphOrParentsInXlaContext is None:
+        return True
+    return bool(GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+
+
+def _finite_or_zero(t):
+    return tf.where(tf.math.is_finite(t), t, tf.zeros_like(t))
+
+
+def _xla_grouped_conv(packed_x, packed_kernel, members, conv):
+    """The grouped Conv2D, with a kernel gradient in which members cannot mix under XLA.
+
+    XLA's CPU compiler rewrites the kernel gradient of a grouped convolution (a
+    convolution with batch_group_count = K) into one convolution over an extra spatial
+    axis that holds the K groups, dilated by holes (lhs_dilate=2 along it): every output
+    element also multiplies the zero holes with the other members' activations or
+    backpropagated gradients. 0 x finite is 0, so with finite values this is exact; but
+    a diverged member's inf or NaN gives 0 x NaN = NaN in the other members' kernel
+    gradients (seen on 2 replicas, where the gradient part is compiled alone; the
+    dump's `convolution-base-dilated-window-dilated` ops). Here the kernel gradient
+    reads its inputs with non-finite values set to zero, and a member whose inputs held
+    any non-finite value gets a NaN kernel gradient (it has diverged: as it would alone).
+    The forward pass and the input gradient are the grouped convolutions unchanged (a
+    group's output reads only its own kernel and channels).
+    """
+    x_shape = tf.shape(packed_x)
+    k_shape = tf.shape(packed_kernel)
+
+    def non_finite_members(t):
+        """[K] bool: member k's channels of a packed [B, H, W, K*C] tensor hold inf/NaN."""
+        shape = tf.shape(t)
+        per_member = tf.reshape(t, tf.stack([-1, members, shape[3] // members]))
+        return tf.logical_not(tf.reduce_all(tf.math.is_finite(per_member), axis=[0, 2]))
+
+    @tf.custom_gradient
+    def grouped(x, kernel):
+        y = tf.raw_ops.Conv2D(input=x, filter=kernel, **conv)
+
+        def grad(dy):
+            dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=x_shape, filter=kernel,
+                                                out_backprop=dy, **conv)
+            dkernel = tf.raw_ops.Conv2DBackpropFilter(
+                input=_finite_or_zero(x), filter_sizes=k_shape,
+                out_backprop=_finite_or_zero(dy), **conv)
+            bad = tf.logical_or(non_finite_members(x), non_finite_members(dy))
+            # [kh, kw, C, K*O]: member k's output channels k*O..(k+1)*O.
+            per_member = tf.reshape(dkernel, tf.stack(
+                [k_shape[0], k_shape[1], k_shape[2], members, k_shape[3] // members]))
+            per_member = tf.where(bad[:, None], tf.constant(float("nan"), dkernel.dtype),
+                                  per_member)
+            return dx, tf.reshape(per_member, k_shape)
+
+        return y, grad
+
+    return grouped(packed_x, packed_kernel)

@@ -86,10 +86,15 @@ class ShuffleSampler:
         """x [K, B/R, ...], y [K, B/R]: this replica's share of every member's batch."""
         local = batch_size // replicas
         start = i * batch_size + replica * local
-        # A slice of static size when the batch is static (XLA): indices[:, a:b] with a
-        # tensor `a` has a dynamic size, which XLA pads to the whole chunk.
+        # A gather of `local` columns from `start`, not tf.slice(indices, [0, start], ...):
+        # XLA takes a Slice's begin as a compile-time constant, so where `i` enters a
+        # compiled function as an argument (the gradient part of a step split across
+        # replicas, engine._PackRunner.split_xla) every step index of a chunk compiled
+        # again: steps_per_call compilations of the forward and backward pass per
+        # replica (measured, BENCHMARKS.md "Replica-count independence"). A gather's
+        # indices are ordinary data, and its size is static when the batch is (XLA).
         members = indices.shape[0]
-        idx = tf.slice(indices, tf.stack([0, start]), tf.stack([members, local]))
+        idx = tf.gather(indices, start + tf.range(local), axis=1)
         idx.set_shape([members, local if isinstance(local, int) else None])
         x = tf.gather(self.train_x, idx)
         y = tf.gather(self.train_y, idx)
