@@ -101,12 +101,13 @@ def jax_problem(config, dataset, trainer, members, batch_size, total_steps, path
     np.savez(path, **arrays)
 
 
-def jax_run(python, path_in, path_out, one_core=False):
+def jax_run(python, path_in, path_out, one_core=False, track=False):
     # One core: JAX sizes its thread pools from the CPUs it may run on, and has no knob of
     # its own; on a tiny pack one thread can be its fastest setting, as it is the engine's.
     pin = ["taskset", "-c", "0"] if one_core else []
     done = subprocess.run(pin + [python, os.path.join(HERE, "jax_pack_reference.py"), path_in,
-                                 path_out], capture_output=True, text=True,
+                                 path_out] + (["track"] if track else []),
+                          capture_output=True, text=True,
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
     if done.returncode:
         raise RuntimeError(done.stderr[-3000:])
@@ -132,6 +133,9 @@ def main(argv=None):
     one_core = (args.jax_one_core == "yes"
                 or (args.jax_one_core == "auto" and shutil.which("taskset") is not None))
     jax_sides = ["jax"] + (["jax_one_core"] if one_core else [])
+    # Like for like: JAX also keeping each member's loss and first diverged step per step
+    # and reading them after every chunk, as train_pack does (not part of the bar).
+    tracked = ["jax_one_core_tracked" if one_core else "jax_tracked"]
     # The demo's own thread setting (config.train.intra_op_threads), as a sweep applies it.
     cpu_threads.apply(demo(True, args.override)[0])
     print(f"TensorFlow intra-op threads: "
@@ -153,7 +157,7 @@ def main(argv=None):
         path_in = os.path.join(workdir, f"problem_{batch_size}.npz")
         jax_problem(config, dataset, trainers[sides[0]], members, batch_size, total_steps,
                     path_in)
-        times = {side: [] for side in list(sides) + jax_sides}
+        times = {side: [] for side in list(sides) + jax_sides + tracked}
         accuracies = {}
         version = ""
         for _ in range(args.rounds):
@@ -161,18 +165,21 @@ def main(argv=None):
                 seconds, accuracies[jit], _ = engine_run(configs[jit][0], dataset, members,
                                                          batch_size, total_steps, trainers[jit])
                 times[jit].append(seconds)
-            for side in jax_sides:
+            for side in jax_sides + tracked:
                 seconds, accuracies[side], version = jax_run(
                     args.jax_python, path_in, os.path.join(workdir, "out.npz"),
-                    one_core=side == "jax_one_core")
+                    one_core="one_core" in side, track=side in tracked)
                 times[side].append(seconds)
         member_steps = len(members) * total_steps
         best_jax = min(float(np.median(times[side])) for side in jax_sides)
-        for side in list(sides) + jax_sides:
+        like = float(np.median(times[tracked[0]]))
+        for side in list(sides) + jax_sides + tracked:
             seconds = float(np.median(times[side]))
-            if side in jax_sides:
+            if side in jax_sides + tracked:
                 diff = ""
-                name = f"JAX {version} vmap+scan+jit" + (", one core" if side != "jax" else "")
+                name = (f"JAX {version} vmap+scan+jit" + (", one core" if "one_core" in side
+                                                           else "")
+                        + (", tracking loss and divergence" if side in tracked else ""))
             else:
                 both = np.isfinite(accuracies[side]) & np.isfinite(accuracies["jax"])
                 gaps = np.abs(accuracies[side][both] - accuracies["jax"][both])
@@ -181,7 +188,8 @@ def main(argv=None):
                         f"{int(np.sum(gaps <= 0.01))} of {both.sum()} within 0.01 "
                         f"({both.sum()} of {len(members)} finite on both)")
                 name = label[side]
-                diff += f"; {best_jax / seconds:.2f}x the faster JAX side"
+                diff += (f"; {best_jax / seconds:.2f}x the faster JAX side, "
+                         f"{like / seconds:.2f}x JAX tracking")
             print(f"| {batch_size} | {name} | {member_steps / seconds:,.0f} | {seconds:.2f} | "
                   f"{diff} |", flush=True)
     return 0

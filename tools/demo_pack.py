@@ -3,6 +3,7 @@ tools that look inside a packed step (count_step_kernels.py, profile_step.py).""
 
 import tensorflow as tf
 
+from tf_sgd_regimes import cpu_threads
 from tf_sgd_regimes import data
 from tf_sgd_regimes import engine
 from tf_sgd_regimes import experiments
@@ -20,6 +21,7 @@ def demo_pack(jit: bool, batch_size: int, steps: int, learning_rate: float,
     config = experiments.apply_overrides(config, [
         "train.noise_scale.enabled=false", f"train.steps_per_call={steps}",
         f"train.jit_compile={'true' if jit else 'false'}"])
+    cpu_threads.apply(config)  # the demo's thread setting, as a sweep applies it
     dataset = data.get_dataset(**dict(config.data))
     trainer = engine.Engine(config, dataset, tf.distribute.get_strategy())
     members = [engine.Member(f"m{k}", learning_rate, 0.9 if k % 2 else 0.0, k % 3)

@@ -13,6 +13,11 @@ indices for every step (its own data order). Each step is the paper's update
 a <- m a + g ; w <- w - lr * factor * a on the mean softmax cross-entropy of the batch.
 The steps run in jitted chunks of `steps_per_call` (compiled ahead of time, outside the
 timing); OUT.npz returns the training seconds and each member's test accuracy.
+
+With a third argument `track`, each step also does what the engine's step does beyond the
+update: it keeps every member's loss (summed over the chunk) and the first step at which
+it was non-finite or above the divergence bound, as `train_pack` reads them after a chunk.
+That is the like-for-like variant; without it, the plain pack the issue set as the bar.
 """
 
 import sys
@@ -23,7 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def main(path_in, path_out):
+DIVERGENCE_LOSS = 1e3  # config.train.divergence_loss of the demo (configs/common.py)
+
+
+def main(path_in, path_out, track=False):
     problem = dict(np.load(path_in))
     layers = int(problem["layers"])
     params = [jnp.asarray(problem[f"w{i}"]) for i in range(layers)] + \
@@ -50,22 +58,35 @@ def main(path_in, path_out):
                         - jnp.take_along_axis(logits, y[:, None], axis=-1)[:, 0])
 
     def member_step(member, accumulator, index, lr, momentum):
-        grads = jax.grad(loss)(member, train_x[index], train_y[index])
+        value, grads = jax.value_and_grad(loss)(member, train_x[index], train_y[index])
         accumulator = [momentum * a + g for a, g in zip(accumulator, grads)]
         member = [w - lr * a for w, a in zip(member, accumulator)]
-        return member, accumulator
+        return member, accumulator, value
 
     def chunk(state, chunk_indices, chunk_factors):
         def body(carry, inputs):
             index, factor = inputs  # [K, B], scalar
-            member, accumulator = carry
-            return jax.vmap(member_step)(member, accumulator, index, lrs * factor,
-                                         momenta), None
+            member, accumulator, *books = carry
+            member, accumulator, losses = jax.vmap(member_step)(
+                member, accumulator, index, lrs * factor, momenta)
+            if not track:  # the plain pack: the loss values are dead code
+                return (member, accumulator), None
+            # The engine's bookkeeping: loss sums and the first diverged step.
+            step, loss_sum, diverged_at = books
+            finite = jnp.isfinite(losses)
+            bad = ~finite | (losses > DIVERGENCE_LOSS)
+            diverged_at = jnp.where(bad & (diverged_at < 0), step, diverged_at)
+            loss_sum = loss_sum + jnp.where(finite, losses, 0.0)
+            return (member, accumulator, step + 1, loss_sum, diverged_at), None
         state, _ = jax.lax.scan(body, state,
                                 (jnp.swapaxes(chunk_indices, 0, 1), chunk_factors))
         return state
 
+    members = lrs.shape[0]
     state = (params, [jnp.zeros_like(p) for p in params])
+    if track:
+        state += (jnp.int32(0), jnp.zeros([members], jnp.float32),
+                  jnp.full([members], -1, jnp.int32))
     compiled = {}
     bounds = [(s, min(s + steps_per_call, steps)) for s in range(0, steps, steps_per_call)]
     for start, stop in bounds:  # ahead-of-time compilation, outside the timing
@@ -79,6 +100,8 @@ def main(path_in, path_out):
     began = time.perf_counter()
     for chunk_indices, chunk_factors in chunks:
         state = compiled[chunk_indices.shape[1]](state, chunk_indices, chunk_factors)
+        if track:  # train_pack reads divergence after every chunk
+            state[4].block_until_ready()
     jax.block_until_ready(state)
     seconds = time.perf_counter() - began
     member = state[0]
@@ -89,4 +112,4 @@ def main(path_in, path_out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], track=sys.argv[3:] == ["track"])
