@@ -333,3 +333,28 @@ def test_kill_9_loop_on_an_nqm_sweep_loses_nothing_and_matches(tmp_path):
         assert steps == sorted(set(steps)), (cell_id, steps)
         assert summaries.run_scalars(run)["final/seeds"][5] == 5.0
     assert not os.listdir(resume.cells_dir(workdir))
+
+
+def test_first_pack_eta_is_unknown_until_a_chunk_was_timed():
+    # A traced first chunk's seconds (compilation) would project minutes for a sweep of
+    # seconds: an engine that times its chunks shows "?" until one was timed.
+    clock = [0.0]
+    out = io.StringIO()
+    progress = progress_lib.Progress(10, 100.0, stream=out, min_interval_s=0.0,
+                                     clock=lambda: clock[0], total_steps=100.0,
+                                     engine_times_chunks=True)
+    progress.start_pack("pack B=1", 50.0, cells=5, steps=10)
+    clock[0] = 8.0
+    progress.pack_step(5.0, compute_s=None)  # traced: 8 s for 5 units
+    assert progress.eta() != progress.eta()  # NaN
+    assert out.getvalue().splitlines()[-1].count("ETA ?") == 2  # the sweep's and the pack's
+    clock[0] = 8.5
+    progress.pack_step(10.0, compute_s=0.5)  # timed: 0.1 s per unit
+    assert 5.0 < progress.eta() < 20.0  # ~90 units left at 0.1 s, plus what traced
+    # The NQM engine times no chunk: its wall time is the rate from the first report on.
+    nqm = progress_lib.Progress(10, 100.0, stream=io.StringIO(), min_interval_s=0.0,
+                                clock=lambda: clock[0], total_steps=100.0)
+    nqm.start_pack("pack B=1", 50.0, cells=5, steps=10)
+    clock[0] = 9.5
+    nqm.pack_step(5.0)
+    assert nqm.eta() == nqm.eta() and nqm.eta() > 0

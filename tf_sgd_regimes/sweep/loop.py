@@ -216,7 +216,8 @@ class Sweep:
                                  for c in remaining),
             done_cells=len(self.cells) - len(remaining), stream=self.stream,
             min_interval_s=self.progress_interval_s, clock=self.clock,
-            total_steps=sum(c.steps for c in remaining))
+            total_steps=sum(c.steps for c in remaining),
+            engine_times_chunks=self.config.get("engine", "keras") == "keras")
         self.progress = progress
         root_logged = os.path.isdir(summaries.tensorboard_dir(self.workdir)) and any(
             n.startswith("events") for n in os.listdir(summaries.tensorboard_dir(self.workdir)))

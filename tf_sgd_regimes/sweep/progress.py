@@ -64,8 +64,12 @@ class Progress:
 
     def __init__(self, total_cells: int, total_work: float, done_cells: int = 0,
                  stream: Optional[TextIO] = None, min_interval_s: float = 5.0,
-                 clock=time.perf_counter, total_steps: float = 0.0):
+                 clock=time.perf_counter, total_steps: float = 0.0,
+                 engine_times_chunks: bool = False):
         self.total_cells = total_cells
+        # The engine reports each chunk's compute seconds (ChunkReport.compute_s; the NQM
+        # engine does not): until one is measured, the first pack's rate is unknown.
+        self._engine_times_chunks = bool(engine_times_chunks)
         self.total_work = max(float(total_work), 1.0)  # work left when the session began
         # Steps of the cells left when the session began, summed over cells (0: not
         # known); a pack's steps drive its chunk reports and their bookkeeping.
@@ -168,6 +172,10 @@ class Progress:
         current = self._pack_work if self.pack_label else 0.0
         work_left = max(self.total_work - self.work_done - current, 0.0)
         if not self._packs:
+            if self._engine_times_chunks and not self._measured:
+                # Only chunks that traced or compiled so far: their seconds say nothing
+                # of the rate, so "?" rather than the 20 minutes they would project.
+                return float("nan")
             # The first pack alone: the packs after it are priced at its projected cost
             # per work unit, less what its traced chunks took beyond their work.
             left, seconds, work = running
@@ -207,6 +215,8 @@ class Progress:
         return eta
 
     def pack_eta(self) -> float:
+        if self._engine_times_chunks and self._compute_work <= 0:
+            return float("nan")  # only traced chunks in this pack so far (see eta)
         return _eta(self.clock() - self._pack_start, self._pack_done - self._pack_resumed,
                     self._pack_work - self._pack_resumed)
 
