@@ -500,6 +500,12 @@ XLA_AUTO_MAX_BATCH = {"mlp": 4, "small_autoencoder": 4}
 # truth"; with TensorFlow's default threads 3.2-4.5x, 2.3-3.5x, 1.5-2.2x). The
 # autoencoder's row in "the auto table" shows less at B = 1 (2.3x).
 XLA_AUTO_SPEEDUP = {1: 3.4, 2: 2.1, 4: 1.4}
+# A step's cost per example grows once a pack's batch outgrows the caches: the demo's MLP
+# packs (78 members, one thread, idle) cost 0.022 ms per work unit at B = 8, 0.030 at 256
+# and 0.044 at 1024 (BENCHMARKS.md, "What the packs cost"), i.e. x (1 + B / 1024). With
+# the other core busy the rise starts earlier (2x from B = 32), which the ETA learns pack
+# by pack; a model not measured keeps steps x (B + 32).
+WORK_KNEE_BATCH = {"mlp": 1024}
 # Engine.initial_values keeps the initial weights of recent seeds up to this many bytes.
 INITIAL_VALUES_BYTES = 256 * 2**20
 
@@ -524,9 +530,13 @@ def use_xla(config, strategy, batch_size: Optional[int] = None) -> bool:
 
 
 def cell_work(config, strategy, steps: int, batch_size: int) -> float:
-    """The progress cost model of a cell: progress.cell_work, less for a pack that `auto`
-    compiles with XLA on CPU (where it was measured to run faster)."""
+    """The progress cost model of a cell: progress.cell_work, more at large batches of a
+    measured model (WORK_KNEE_BATCH), less for a pack that `auto` compiles with XLA on
+    CPU (where it was measured to run faster)."""
     work = progress.cell_work(steps, batch_size)
+    knee = WORK_KNEE_BATCH.get(config.model.get("name"))
+    if knee:
+        work *= 1.0 + batch_size / knee
     automatic = experiments.tri_state(config.train.jit_compile, "train.jit_compile") == "auto"
     if (automatic and not isinstance(strategy, tf.distribute.TPUStrategy)
             and use_xla(config, strategy, batch_size)):

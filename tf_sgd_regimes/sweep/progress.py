@@ -13,6 +13,18 @@ from typing import Optional, TextIO
 STEP_OVERHEAD_EXAMPLES = 32
 
 
+# What a pack after the session's first pays besides compute and reports (re-initialising,
+# compiling or tracing its step, evaluation, records), as a share of the first pack's
+# one-off (its traced first chunk beyond its work: start-up, trace, compile), used until
+# such a pack has finished. On the demo (11 packs, two of them compiling with XLA, two
+# tracing) the ten later packs paid 8.8 and 9.6 s for a first one-off of 4.5 and 5.0 s
+# (BENCHMARKS.md, issue 13's ETA section): about 0.2 each.
+LATER_PACK_SHARE = 0.2
+# A gap between measured chunks above this many times the pack's mean so far is not priced
+# as a cost per step (see Progress.pack_step).
+OUTLIER_GAPS = 5.0
+
+
 def cell_work(steps: int, batch_size: int) -> float:
     """Relative cost of training one cell: steps x (batch + fixed per-step overhead)."""
     return float(steps) * (float(batch_size) + STEP_OVERHEAD_EXAMPLES)
@@ -85,6 +97,7 @@ class Progress:
         self.clock = clock
         self.start = clock()
         self._last_print = float("-inf")
+        self._printed_tenth = 0  # the tenth of the work the last line showed
         self.pack_label = ""
         self._pack_work = 1.0
         self._pack_done = 0.0
@@ -110,6 +123,7 @@ class Progress:
         # Time between measured chunks besides their compute (the caller's report,
         # TensorBoard scalars, the probe): a cost per step of the pack, not per work unit.
         self._gap_s = self._gap_work = 0.0
+        self._gaps = 0  # how many
         self._pack_steps = 0
         self._measured = False  # the engine measures compute (some chunk had compute_s)
         self._last_rate: Optional[float] = None  # compute seconds per unit, last pack
@@ -136,6 +150,11 @@ class Progress:
             return (self.clock() - self._pack_start) / trained
         return None
 
+    def _gap_rate(self) -> float:
+        """Seconds between the running pack's measured chunks besides their compute, per
+        work unit."""
+        return self._gap_s / self._gap_work if self._gap_work > 0 else 0.0
+
     def _running_pack(self) -> Optional[tuple]:
         """(seconds left, projected whole seconds, work of this session) of the running
         pack, or None before anything tells its cost."""
@@ -146,7 +165,9 @@ class Progress:
             return None
         now = self.clock()
         spent = now - self._pack_origin
-        compute_left = rate * max(self._pack_work - self._pack_done, 0.0)
+        # Its chunks still to come cost their compute and, like the chunks so far, the
+        # reports between them (in the first pack's 114 reports, half again its compute).
+        compute_left = (rate + self._gap_rate()) * max(self._pack_work - self._pack_done, 0.0)
         if self._train_end is not None and self._pack_recorded > 0:
             # Recording cells: what they took so far, per cell, for the cells still due.
             per_cell = (now - self._train_end) / self._pack_recorded
@@ -168,19 +189,17 @@ class Progress:
         running = self._running_pack()
         if running is None and not self._packs:
             return float("nan")
+        if not self._packs and self._engine_times_chunks and not self._measured:
+            # Only chunks that traced or compiled so far: their seconds say nothing of
+            # the rate, so "?" rather than the 20 minutes they would project.
+            return float("nan")
         eta = running[0] if running is not None else 0.0
         current = self._pack_work if self.pack_label else 0.0
         work_left = max(self.total_work - self.work_done - current, 0.0)
-        if not self._packs:
-            if self._engine_times_chunks and not self._measured:
-                # Only chunks that traced or compiled so far: their seconds say nothing
-                # of the rate, so "?" rather than the 20 minutes they would project.
-                return float("nan")
-            # The first pack alone: the packs after it are priced at its projected cost
-            # per work unit, less what its traced chunks took beyond their work.
+        if not self._packs and not self._measured:
+            # An engine that measures nothing (the NQM), first pack: the packs after it
+            # cost what it costs per work unit.
             left, seconds, work = running
-            if self._measured:
-                seconds -= max(self._untimed_s - self._rate() * self._untimed_work, 0.0)
             return left + (seconds / work * work_left if work > 0 else 0.0)
         finished = sum(p["cells"] for p in self._packs)
         window = []
@@ -195,24 +214,53 @@ class Progress:
             compute, work = (rate, 1.0) if rate is not None else (0.0, 1.0)
         cells = sum(p["cells"] for p in window)
         records = sum(p["records"] for p in window) / cells if cells else 0.0
+        cells_left = max(self.total_cells - self.done_cells
+                         - (max(self._pack_cells - self._pack_recorded, 0)
+                            if self.pack_label else 0), 0)
+        per_pack = (finished / len(self._packs) if self._packs
+                    else max(self._pack_cells, 1))
         # The engine's own time besides compute (re-initialising, probe, evaluation): the
         # session's first pack also traced its evaluation and probe, so it is left out.
         later = [p for p in window if p is not self._packs[0]]
         later_cells = sum(p["cells"] for p in later)
-        engine = sum(p["engine"] for p in later) / later_cells if later_cells else 0.0
-        cells_left = max(self.total_cells - self.done_cells
-                         - (max(self._pack_cells - self._pack_recorded, 0)
-                            if self.pack_label else 0), 0)
+        if later_cells:
+            engine = sum(p["engine"] for p in later) / later_cells
+        elif self._measured:
+            # No pack after the session's first has finished, so what each later pack
+            # pays besides compute and reports (re-initialising, its compile or trace,
+            # evaluation, records) has not been seen: priced as a share of the first
+            # pack's one-off (see LATER_PACK_SHARE), records included.
+            engine = LATER_PACK_SHARE * self._first_one_off() / max(per_pack, 1.0)
+            records = 0.0
+        else:
+            engine = 0.0
         eta += compute / work * work_left + (records + engine) * cells_left
-        stepped = sum(p["steps"] for p in later)
-        if stepped > 0 and self.total_steps > 0:
-            # Per-step costs besides compute, times the steps of the packs left (their
-            # cells' steps over the cells of a pack).
-            running_steps = self._pack_steps * self._pack_cells if self.pack_label else 0.0
-            steps_left = max(self.total_steps - self._steps_done - running_steps, 0.0)
-            per_pack = finished / len(self._packs)
-            eta += sum(p["gaps"] for p in later) / stepped * steps_left / max(per_pack, 1.0)
+        if self.total_steps > 0:
+            # Per-step costs besides compute (reports between chunks), times the steps of
+            # the packs left (their cells' steps over the cells of a pack): learnt on the
+            # packs after the first, else on the first, else on the running pack.
+            stepped = sum(p["steps"] for p in later)
+            gaps = sum(p["gaps"] for p in later)
+            if stepped <= 0:
+                stepped = sum(p["steps"] for p in window)
+                gaps = sum(p["gaps"] for p in window)
+            if stepped <= 0 and self._gap_work > 0 and self._pack_steps > 0:
+                stepped = self._gap_work / self._pack_work * self._pack_steps
+                gaps = self._gap_s
+            if stepped > 0:
+                running_steps = (self._pack_steps * self._pack_cells
+                                 if self.pack_label else 0.0)
+                steps_left = max(self.total_steps - self._steps_done - running_steps, 0.0)
+                eta += gaps / stepped * steps_left / max(per_pack, 1.0)
         return eta
+
+    def _first_one_off(self) -> float:
+        """The session's first pack's traced chunks' seconds beyond their work (its
+        start-up, trace and compile)."""
+        if self._packs:
+            return self._packs[0]["one_off"]
+        rate = self._rate()
+        return max(self._untimed_s - (rate or 0.0) * self._untimed_work, 0.0)
 
     def pack_eta(self) -> float:
         if self._engine_times_chunks and self._compute_work <= 0:
@@ -221,7 +269,7 @@ class Progress:
                     self._pack_work - self._pack_resumed)
 
     def line(self, extra: str = "") -> str:
-        percent = 100.0 * min(1.0, (self.work_done + self._pack_done) / self.total_work)
+        percent = 100.0 * self._fraction()
         text = (f"[sweep] cells {self.done_cells}/{self.total_cells} "
                 f"diverged {self.diverged}"
                 + (f" failed {self.failed}" if self.failed else "")
@@ -246,6 +294,7 @@ class Progress:
         self._pack_cells = int(cells)
         self._pack_steps = int(steps)
         self._gap_s = self._gap_work = 0.0
+        self._gaps = 0
         self._pack_recorded = 0
         self._train_end = None
         self._compute_s = self._compute_work = self._reported_work = 0.0
@@ -270,8 +319,15 @@ class Progress:
                 self._compute_s += float(compute_s)
                 self._compute_work += float(work) - self._reported_work
                 if self._reported_at is not None:  # the first chunk's start is set-up
-                    self._gap_s += max(now - self._reported_at - float(compute_s), 0.0)
+                    gap = max(now - self._reported_at - float(compute_s), 0.0)
+                    if self._gaps >= 3:
+                        # A gap many times the usual is an event, not a report (the noise
+                        # probe mid-pack: 0.9 s where the first pack traces it, against
+                        # ~3 ms a report): the pack's other time, not a cost per step.
+                        gap = min(gap, OUTLIER_GAPS * self._gap_s / self._gaps)
+                    self._gap_s += gap
                     self._gap_work += float(work) - self._reported_work
+                    self._gaps += 1
             else:
                 since = self._reported_at if self._reported_at is not None else self._pack_start
                 self._untimed_s += now - since
@@ -280,6 +336,10 @@ class Progress:
         self._reported_at = now
         self._pack_done = float(work)
         if self.clock() - self._last_print >= self.min_interval_s:
+            self._print(self.line(extra))
+        elif int(10 * self._fraction()) > self._printed_tenth and self.eta() == self.eta():
+            # Also a line at each tenth of the work, so a short sweep's first pack shows
+            # its ETA (the demo's first pack holds a quarter of the work and 7 s).
             self._print(self.line(extra))
 
     def training_done(self) -> None:
@@ -327,6 +387,7 @@ class Progress:
             gaps = 0.0  # no steps to price them by: they stay in the engine's time
         steps = self._pack_steps * (own_work / self._pack_work if self._pack_work else 0.0)
         self._packs.append({"cells": self._pack_recorded, "work": own_work,
+                            "one_off": compiled,
                             "compute": compute, "engine": max(engine - gaps, 0.0),
                             "records": records, "gaps": min(gaps, engine), "steps": steps})
         self._steps_done += self._pack_steps * self._pack_recorded
@@ -339,6 +400,10 @@ class Progress:
         self._pack_done = self._pack_resumed = 0.0
         self._print(self.line())
 
+    def _fraction(self) -> float:
+        return min(1.0, (self.work_done + self._pack_done) / self.total_work)
+
     def _print(self, text: str) -> None:
         self._last_print = self.clock()
+        self._printed_tenth = int(10 * self._fraction())
         print(text, file=self.stream, flush=True)
