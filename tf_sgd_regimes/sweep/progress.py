@@ -57,21 +57,24 @@ class Progress:
     - compute: the engine's measured seconds per chunk (ChunkReport.compute_s), which
       grow with the work (cell_work units: steps x batch); an engine that measures none
       (the NQM) gives its training wall time instead;
-    - between measured chunks (reports, TensorBoard scalars): a cost per step;
+    - between measured chunks (reports, TensorBoard scalars): a cost per step (a gap
+      many times the pack's usual one, such as the probe's trace, is other time);
     - the engine's other time (re-initialising, the noise probe, evaluation);
     - records (ledger, TensorBoard files, oracle), from training's end to the pack's;
     - one-offs, not expected again: a chunk whose call traced or compiled (compute_s
       None) beyond its work, and the session's first pack's engine time (its evaluation
       and probe trace; its start-up).
 
-    The ETA is what is left of the running pack (its measured rate x its work left, then
-    its records at their pace so far, or the last pack's) plus, for the packs after it,
-    compute seconds per work unit x their work + per-step cost x their steps + engine and
-    record seconds per cell x their cells, each rate over the recent packs holding about
-    half of this session's finished cells (so a machine that speeds up or slows down
-    moves the ETA). While the first pack runs, the rest is priced at its projected cost
-    per work unit without its one-offs. Work restored from a checkpoint counts as done
-    but not as work of this session.
+    The ETA is what is left of the running pack (its measured rate and reports x its
+    work left, then its records at their pace so far, or the last pack's) plus, for the
+    packs after it, compute seconds per work unit x their work + per-step cost x their
+    steps + engine and record seconds per cell x their cells, each rate over the recent
+    packs holding about half of this session's finished cells (so a machine that speeds
+    up or slows down moves the ETA). Until a pack after the session's first has
+    finished, the rates come from the first (or the running) pack, and each pack to come
+    is charged LATER_PACK_SHARE x the first pack's one-off for its engine time and
+    records, which no pack has shown yet. Work restored from a checkpoint counts as
+    done but not as work of this session.
     """
 
     def __init__(self, total_cells: int, total_work: float, done_cells: int = 0,
@@ -123,7 +126,7 @@ class Progress:
         # Time between measured chunks besides their compute (the caller's report,
         # TensorBoard scalars, the probe): a cost per step of the pack, not per work unit.
         self._gap_s = self._gap_work = 0.0
-        self._gaps = 0  # how many
+        self._gaps = 0  # gaps measured in the running pack
         self._pack_steps = 0
         self._measured = False  # the engine measures compute (some chunk had compute_s)
         self._last_rate: Optional[float] = None  # compute seconds per unit, last pack
@@ -166,7 +169,7 @@ class Progress:
         now = self.clock()
         spent = now - self._pack_origin
         # Its chunks still to come cost their compute and, like the chunks so far, the
-        # reports between them (in the first pack's 114 reports, half again its compute).
+        # reports between them (the demo's first pack: 114 reports, ~3 ms each).
         compute_left = (rate + self._gap_rate()) * max(self._pack_work - self._pack_done, 0.0)
         if self._train_end is not None and self._pack_recorded > 0:
             # Recording cells: what they took so far, per cell, for the cells still due.
@@ -223,18 +226,9 @@ class Progress:
         # session's first pack also traced its evaluation and probe, so it is left out.
         later = [p for p in window if p is not self._packs[0]]
         later_cells = sum(p["cells"] for p in later)
-        if later_cells:
-            engine = sum(p["engine"] for p in later) / later_cells
-        elif self._measured:
-            # No pack after the session's first has finished, so what each later pack
-            # pays besides compute and reports (re-initialising, its compile or trace,
-            # evaluation, records) has not been seen: priced as a share of the first
-            # pack's one-off (see LATER_PACK_SHARE), records included.
-            engine = LATER_PACK_SHARE * self._first_one_off() / max(per_pack, 1.0)
-            records = 0.0
-        else:
-            engine = 0.0
-        eta += compute / work * work_left + (records + engine) * cells_left
+        engine = sum(p["engine"] for p in later) / later_cells if later_cells else 0.0
+        eta += compute / work * work_left + max((records + engine) * cells_left,
+                                                self._later_packs_budget(cells_left / per_pack))
         if self.total_steps > 0:
             # Per-step costs besides compute (reports between chunks), times the steps of
             # the packs left (their cells' steps over the cells of a pack): learnt on the
@@ -254,13 +248,26 @@ class Progress:
                 eta += gaps / stepped * steps_left / max(per_pack, 1.0)
         return eta
 
-    def _first_one_off(self) -> float:
-        """The session's first pack's traced chunks' seconds beyond their work (its
-        start-up, trace and compile)."""
-        if self._packs:
-            return self._packs[0]["one_off"]
-        rate = self._rate()
+    def _running_one_off(self) -> float:
+        """The running pack's traced chunks' seconds beyond their work."""
+        rate = self._rate() if self.pack_label else None
         return max(self._untimed_s - (rate or 0.0) * self._untimed_work, 0.0)
+
+    def _later_packs_budget(self, packs_to_come: float) -> float:
+        """What the packs still to start will pay besides compute and reports, by the
+        prior: each pack after the session's first pays LATER_PACK_SHARE x the first
+        pack's one-off, in all (a compile at one, little at another), so what the
+        finished later packs and the running one paid beyond their share comes off.
+        Zero for an engine that measures nothing (no one-off to scale)."""
+        if not self._measured:
+            return 0.0
+        later_packs = self._packs[1:]
+        first = self._packs[0]["one_off"] if self._packs else self._running_one_off()
+        share = LATER_PACK_SHARE * first
+        paid = sum(p["engine"] + p["records"] + p["one_off"] - share for p in later_packs)
+        if self._packs and self.pack_label:  # a later pack runs: its compile so far
+            paid += max(self._running_one_off() - share, 0.0)
+        return max(share * packs_to_come - paid, 0.0)
 
     def pack_eta(self) -> float:
         if self._engine_times_chunks and self._compute_work <= 0:
