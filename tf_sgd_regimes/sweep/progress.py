@@ -256,7 +256,7 @@ class Progress:
     def _later_packs_budget(self, packs_to_come: float) -> float:
         """What the packs still to start will pay besides compute and reports, by the
         prior: each pack after the session's first pays LATER_PACK_SHARE x the first
-        pack's one-off, in all (a compile at one, little at another), so what the
+        pack's one-off, on average (a compile at one, little at another), so what the
         finished later packs and the running one paid beyond their share comes off.
         Zero for an engine that measures nothing (no one-off to scale)."""
         if not self._measured:
@@ -270,7 +270,9 @@ class Progress:
             # behind (the demo's from B = 32 on), so the measured costs price the rest;
             # the share left unspent would otherwise pile onto the last packs.
             return 0.0
-        paid = sum(cost - share for cost in costs)
+        # Only what was paid beyond the share comes off: a cheap pack earlier on does not
+        # leave its unspent share to the packs after it.
+        paid = sum(max(cost - share, 0.0) for cost in costs)
         if self._packs and self.pack_label:  # a later pack runs: its compile so far
             paid += max(self._running_one_off() - share, 0.0)
         return max(share * packs_to_come - paid, 0.0)
