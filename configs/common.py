@@ -54,6 +54,12 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.clip_grad_norm = 0.0  # 0 = no clipping
     config.train.eval_batch_size = 1024
     config.train.jit_compile = "auto"  # true / false / auto (engine.use_xla: measured; TPU: XLA)
+    # Training steps per iteration of the chunk's loop (engine.unroll_steps): auto = 2 when
+    # the whole chunk is one XLA program, which then copies fewer loop-carried weights,
+    # else 1. Part of a cell's identity, like jit_compile: XLA fuses across the unrolled
+    # steps, so the last bits differ, and chaotic high-rate members can end elsewhere
+    # (BENCHMARKS.md "Unrolled XLA loop").
+    config.train.unroll_steps = "auto"
     # TensorFlow's intra-op threads, set when the sweep starts (cpu_threads.py); 0 keeps
     # TensorFlow's default, one per core. 1 suits packs of tiny models (the demo).
     config.train.intra_op_threads = 0

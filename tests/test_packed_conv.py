@@ -123,3 +123,57 @@ def test_under_xla_a_non_finite_member_leaves_the_others_kernel_gradients_alone(
     np.testing.assert_allclose(dk[1:], clean_dk[1:], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(dx[1:], clean_dx[1:], rtol=1e-6, atol=1e-6)
     assert np.all(np.isnan(dk[0]))
+
+
+def test_without_onednn_a_packed_convnet_trains_member_by_member(monkeypatch):
+    # TF's CPU kernels without oneDNN have no grouped-convolution gradient: the converter
+    # then leaves each member's convolution to pfor's loop, which must still equal each
+    # member alone (here oneDNN is on, so only the choice is simulated; the next test runs
+    # the real kernels with oneDNN off).
+    monkeypatch.setattr(member_map, "_onednn_enabled", lambda: False)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((3, 2, 7, 7, 4)), tf.float32)
+    kernel = tf.constant(rng.standard_normal((3, 3, 3, 4, 5)), tf.float32)
+
+    @tf.function
+    def packed(kernel):
+        with tf.GradientTape() as tape:
+            tape.watch(kernel)
+            y = member_map.vectorize(
+                lambda args: tf.nn.conv2d(args[0], args[1], 2, "SAME"), (x, kernel))
+            total = tf.reduce_sum(tf.square(y))
+        return y, tape.gradient(total, kernel)
+
+    y, grad = packed(kernel)
+    for k in range(3):
+        with tf.GradientTape() as tape:
+            tape.watch(kernel)
+            alone = tf.nn.conv2d(x[k], kernel[k], 2, "SAME")
+            loss = tf.reduce_sum(tf.square(alone))
+        np.testing.assert_allclose(y[k].numpy(), alone.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(grad[k].numpy(), tape.gradient(loss, kernel)[k].numpy(),
+                                   rtol=1e-4, atol=1e-4)
+    ops = packed.get_concrete_function(kernel).graph.get_operations()
+    assert any("While" in op.type for op in ops)  # the loop over members, not one group
+
+
+def test_with_onednn_off_the_packed_cnn_step_trains():
+    # The real case (TF's default on CPUs without AVX-512): before the fallback this
+    # raised "Gradients for grouped convolutions are not supported on CPU".
+    from conftest import run_python
+
+    done = run_python(
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "from tensorflow.python.util import _pywrap_util_port as p\n"
+        "assert not p.IsMklEnabled()\n"
+        "import numpy as np, tensorflow as tf\n"
+        "from test_engine_xla import tiny_pack_dataset, tiny_pack_config, MEMBERS\n"
+        "from tf_sgd_regimes import engine\n"
+        "trainer = engine.Engine(tiny_pack_config('small_cnn', False),\n"
+        "                        tiny_pack_dataset('small_cnn', 4), tf.distribute.get_strategy())\n"
+        "results = trainer.train_pack(MEMBERS, 4, 3)\n"
+        "print('STATUS', [r.status for r in results])\n",
+        env_extra={"TF_ENABLE_ONEDNN_OPTS": "0"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "STATUS ['complete', 'complete']" in done.stdout
+    assert "oneDNN kernels are off" in done.stderr  # the user is told why it is slower

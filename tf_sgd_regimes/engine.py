@@ -152,6 +152,7 @@ class _PackRunner:
         # On a TPU the whole strategy.run is one XLA program; the parts are inlined into it.
         self.split_xla = jit_compile and (
             engine.replicas > 1 or isinstance(strategy, tf.distribute.TPUStrategy))
+        self.unroll = unroll_steps(config, jit_compile and not self.split_xla)
         self._train_chunk = tf.function(self._train_chunk_impl,
                                         jit_compile=jit_compile and not self.split_xla,
                                         reduce_retracing=True)
@@ -210,8 +211,8 @@ class _PackRunner:
         # A while loop, not `for i in tf.range(num_steps)`: AutoGraph gives a range loop
         # maximum_iterations=num_steps, which XLA must know at compile time, so every new
         # chunk length (the last chunk of a pack) would compile again.
-        i = tf.constant(0, tf.int32)
-        while i < num_steps:
+
+        def one_step(i):
             # Samplers that stream (tf.data) fetch here, in cross-replica context.
             fetched = self.engine.sampler.fetch()
             per_replica = strategy.run(self._replica_step,
@@ -224,6 +225,19 @@ class _PackRunner:
             self.diverged_at.assign(tf.where(newly, self.step, self.diverged_at))
             self.loss_sum.assign_add(tf.where(finite, losses, tf.zeros_like(losses)))
             self.step.assign_add(1)
+
+        # `unroll` steps per iteration (a Python loop: traced `unroll` times), then the
+        # chunk's remainder one by one. Under XLA a one-step body copies most loop-carried
+        # weights every step (the update overwrites a buffer the backward pass still
+        # reads); in a two-step body those copies go (BENCHMARKS.md "Unrolled XLA loop").
+        # Both loops run to a run-time bound, so one compilation serves every length.
+        i = tf.constant(0, tf.int32)
+        while i + self.unroll <= num_steps:
+            for offset in range(self.unroll):
+                one_step(i + offset)
+            i += self.unroll
+        while i < num_steps:
+            one_step(i)
             i += 1
 
     def _compiled_for_replica(self, part: str, fn):
@@ -508,6 +522,30 @@ XLA_AUTO_SPEEDUP = {1: 3.4, 2: 2.1, 4: 1.4}
 WORK_KNEE_BATCH = {"mlp": 1024}
 # Engine.initial_values keeps the initial weights of recent seeds up to this many bytes.
 INITIAL_VALUES_BYTES = 256 * 2**20
+
+
+# config.train.unroll_steps="auto": training steps per loop iteration when the whole chunk
+# is one XLA program. XLA's CPU while loop copies the weights that the step's update
+# overwrites while its backward pass still reads them (4 of the demo MLP's 6 weights,
+# 440 KB per step for 78 members); with two steps per iteration those copies go. Demo
+# pack, one core: B = 1 270-295 -> 177-180 us per step (4: 159-162), B = 16 1,168 ->
+# 1,042 (4: 945), B = 256 unchanged; compiling costs about 1 s more per shape (4: 3.3 s),
+# and the demo's whole sweep took as long (BENCHMARKS.md "Unrolled XLA loop"). Without
+# XLA (TensorFlow's executor) unrolling gained nothing measurable; split XLA steps
+# (several replicas) compile per part, where the loop is not in the program.
+AUTO_UNROLL_XLA = 2
+
+
+def unroll_steps(config, whole_chunk_xla: bool) -> int:
+    """config.train.unroll_steps resolved: an integer is obeyed; "auto" is AUTO_UNROLL_XLA
+    when the chunk compiles as one XLA program, else 1."""
+    from tf_sgd_regimes import experiments  # light: no TensorFlow import of its own
+
+    value = experiments.auto_or_count(config.train.get("unroll_steps", "auto"),
+                                      "train.unroll_steps")
+    if value != "auto":
+        return value
+    return AUTO_UNROLL_XLA if whole_chunk_xla else 1
 
 
 def use_xla(config, strategy, batch_size: Optional[int] = None) -> bool:

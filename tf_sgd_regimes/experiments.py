@@ -189,6 +189,10 @@ def markdown_table() -> str:
 # booleans: the string "False" must never reach a truth test, where it would mean True.
 TRI_STATE_FIELDS = ("train.jit_compile",)
 
+# Fields that are an integer >= 1 or "auto" (decided at run time, e.g. from whether the
+# step runs under XLA). Overrides parse as one of the two, never as a free string.
+AUTO_INT_FIELDS = ("train.unroll_steps",)
+
 _TRUE = ("1", "true", "yes")
 _FALSE = ("0", "false", "no")
 
@@ -207,10 +211,24 @@ def tri_state(value, field: str):
     raise ConfigError(f"config.{field}={value!r}: expected true, false or auto")
 
 
+def auto_or_count(value, field: str):
+    """"auto" (any case) or an integer >= 1, from an int or a string; else ConfigError."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() == "auto":
+            return "auto"
+        value = int(text) if text.isdigit() else text
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ConfigError(f"config.{field}={value!r}: expected auto or an integer >= 1")
+
+
 def _parse_value(text: str, current, field: str):
     """Parses an override string into the type of the field's current value."""
     if field in TRI_STATE_FIELDS:
         return tri_state(text, field)
+    if field in AUTO_INT_FIELDS:
+        return auto_or_count(text, field)
     if isinstance(current, bool):
         lowered = text.strip().lower()
         if lowered in _TRUE:
@@ -268,7 +286,7 @@ def apply_overrides(config: ml_collections.ConfigDict,
         if key not in parent:
             raise ConfigError(_unknown_field(config, field))
         value = _parse_value(text, parent[key], field)
-        if field in TRI_STATE_FIELDS:  # "auto" is a str, True a bool: the type may change
+        if field in TRI_STATE_FIELDS + AUTO_INT_FIELDS:  # "auto" is a str: the type may change
             with parent.ignore_type():
                 parent[key] = value
         else:
@@ -353,6 +371,9 @@ def validate(config: ml_collections.ConfigDict, num_train: int = 0, replicas: in
     for field in TRI_STATE_FIELDS:
         if _get(tree, field) != {}:  # {}: the config has no such field
             tri_state(_get(tree, field), field)
+    for field in AUTO_INT_FIELDS:
+        if _get(tree, field) != {}:
+            auto_or_count(_get(tree, field), field)
     if config.train.steps_per_call < 1:
         raise ConfigError("config.train.steps_per_call must be >= 1")
     from tf_sgd_regimes import cpu_threads

@@ -37,6 +37,17 @@ try:  # private: see the module docstring
 except ImportError:  # pragma: no cover - another TF layout
     _PFOR_IMPL, _REGISTRY = None, None
 
+try:  # private: whether TensorFlow's oneDNN kernels are on (TF_ENABLE_ONEDNN_OPTS)
+    from tensorflow.python.util import _pywrap_util_port
+
+    def _onednn_enabled() -> bool:
+        return bool(_pywrap_util_port.IsMklEnabled())
+except ImportError:  # pragma: no cover - another TF layout: assume TF's usual default
+    def _onednn_enabled() -> bool:
+        return True
+
+_warned_no_onednn = []
+
 try:  # private: whether the graph being built is compiled by XLA (jit_compile=True)
     from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
 except ImportError:  # pragma: no cover - another TF layout: guard every graph
@@ -68,6 +79,21 @@ def _grouped_convolutions():
     def convert(pfor_input):
         if (not pfor_input.input(1)[1]  # one kernel for every member: TF's own converter
                 or pfor_input.get_attr("data_format") not in (b"NHWC", "NHWC")):
+            return original(pfor_input)
+        if not _in_xla_context() and not _onednn_enabled():
+            # Without oneDNN (TensorFlow's default on CPUs without AVX-512, e.g. AMD EPYC,
+            # or TF_ENABLE_ONEDNN_OPTS=0) TF's CPU kernels compute a grouped convolution
+            # but not its gradients ("Gradients for grouped convolutions are not
+            # supported on CPU"): the members convolve one by one in pfor's while loop.
+            # Correct, and slower; the package turns oneDNN on when it is imported before
+            # TensorFlow (tf_sgd_regimes/__init__.py).
+            if not _warned_no_onednn:
+                _warned_no_onednn.append(True)
+                tf.get_logger().warning(
+                    "tf_sgd_regimes: TensorFlow's oneDNN kernels are off, so a pack's "
+                    "convolutions run member by member (slower). Set "
+                    "TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow is imported, or "
+                    "--config.train.jit_compile=true.")
             return original(pfor_input)
         pfor_input.stack_inputs(stack_indices=[0])
         x = pfor_input.stacked_input(0)  # [K, B, H, W, C]

@@ -13,7 +13,9 @@ second pack on an already compiled runner; JAX's chunks compiled ahead of time).
 alternate within each round; medians over rounds. The engine runs with the demo config's
 TensorFlow thread setting (config.train.intra_op_threads, as a sweep applies it); JAX runs
 both as installed and pinned to one core (taskset), and the engine is compared with the
-faster of the two.
+faster of the two. A last JAX side runs jax.lax.scan with unroll=2 (--jax_unroll), the
+knob the engine's XLA loop turns by default (config.train.unroll_steps): shown for
+comparison, not part of the bar (a plain pack).
 """
 
 import argparse
@@ -27,6 +29,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+import tf_sgd_regimes  # noqa: E402,F401  (first: it turns oneDNN on, as the CLI does)
 import tensorflow as tf  # noqa: E402
 
 from tf_sgd_regimes import cpu_threads  # noqa: E402
@@ -101,12 +104,13 @@ def jax_problem(config, dataset, trainer, members, batch_size, total_steps, path
     np.savez(path, **arrays)
 
 
-def jax_run(python, path_in, path_out, one_core=False, track=False):
+def jax_run(python, path_in, path_out, one_core=False, track=False, unroll=1):
     # One core: JAX sizes its thread pools from the CPUs it may run on, and has no knob of
     # its own; on a tiny pack one thread can be its fastest setting, as it is the engine's.
     pin = ["taskset", "-c", "0"] if one_core else []
     done = subprocess.run(pin + [python, os.path.join(HERE, "jax_pack_reference.py"), path_in,
-                                 path_out] + (["track"] if track else []),
+                                 path_out] + (["track"] if track else [])
+                          + ([f"unroll={unroll}"] if unroll > 1 else []),
                           capture_output=True, text=True,
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
     if done.returncode:
@@ -126,6 +130,10 @@ def main(argv=None):
     parser.add_argument("--jax_one_core", default="auto", choices=("auto", "yes", "no"),
                         help="also time JAX pinned to one core (taskset -c 0); auto: if "
                         "taskset exists. The engine is compared with the faster JAX side.")
+    parser.add_argument("--jax_unroll", type=int, default=2,
+                        help="also time JAX (one core if --jax_one_core) with "
+                        "jax.lax.scan(unroll=N), the knob the engine's XLA loop turns "
+                        "(config.train.unroll_steps); 1: no such side. Not the bar.")
     args = parser.parse_args(argv)
     sides = {"both": (False, True), "on": (True,), "off": (False,),
              "auto": ("auto",)}[args.xla]
@@ -136,6 +144,8 @@ def main(argv=None):
     # Like for like: JAX also keeping each member's loss and first diverged step per step
     # and reading them after every chunk, as train_pack does (not part of the bar).
     tracked = ["jax_one_core_tracked" if one_core else "jax_tracked"]
+    unrolled = ([("jax_one_core" if one_core else "jax") + "_unrolled"]
+                if args.jax_unroll > 1 else [])
     # The demo's own thread setting (config.train.intra_op_threads), as a sweep applies it.
     cpu_threads.apply(demo(True, args.override)[0])
     print(f"TensorFlow intra-op threads: "
@@ -157,7 +167,7 @@ def main(argv=None):
         path_in = os.path.join(workdir, f"problem_{batch_size}.npz")
         jax_problem(config, dataset, trainers[sides[0]], members, batch_size, total_steps,
                     path_in)
-        times = {side: [] for side in list(sides) + jax_sides + tracked}
+        times = {side: [] for side in list(sides) + jax_sides + tracked + unrolled}
         accuracies = {}
         version = ""
         for _ in range(args.rounds):
@@ -165,21 +175,23 @@ def main(argv=None):
                 seconds, accuracies[jit], _ = engine_run(configs[jit][0], dataset, members,
                                                          batch_size, total_steps, trainers[jit])
                 times[jit].append(seconds)
-            for side in jax_sides + tracked:
+            for side in jax_sides + tracked + unrolled:
                 seconds, accuracies[side], version = jax_run(
                     args.jax_python, path_in, os.path.join(workdir, "out.npz"),
-                    one_core="one_core" in side, track=side in tracked)
+                    one_core="one_core" in side, track=side in tracked,
+                    unroll=args.jax_unroll if side in unrolled else 1)
                 times[side].append(seconds)
         member_steps = len(members) * total_steps
         best_jax = min(float(np.median(times[side])) for side in jax_sides)
         like = float(np.median(times[tracked[0]]))
-        for side in list(sides) + jax_sides + tracked:
+        for side in list(sides) + jax_sides + tracked + unrolled:
             seconds = float(np.median(times[side]))
-            if side in jax_sides + tracked:
+            if side in jax_sides + tracked + unrolled:
                 diff = ""
                 name = (f"JAX {version} vmap+scan+jit" + (", one core" if "one_core" in side
                                                            else "")
-                        + (", tracking loss and divergence" if side in tracked else ""))
+                        + (", tracking loss and divergence" if side in tracked else "")
+                        + (f", scan unroll={args.jax_unroll}" if side in unrolled else ""))
             else:
                 both = np.isfinite(accuracies[side]) & np.isfinite(accuracies["jax"])
                 gaps = np.abs(accuracies[side][both] - accuracies["jax"][both])
@@ -190,6 +202,9 @@ def main(argv=None):
                 name = label[side]
                 diff += (f"; {best_jax / seconds:.2f}x the faster JAX side, "
                          f"{like / seconds:.2f}x JAX tracking")
+                if unrolled:
+                    diff += (f", {float(np.median(times[unrolled[0]])) / seconds:.2f}x "
+                             f"JAX unrolled")
             print(f"| {batch_size} | {name} | {member_steps / seconds:,.0f} | {seconds:.2f} | "
                   f"{diff} |", flush=True)
     return 0

@@ -18,6 +18,9 @@ With a third argument `track`, each step also does what the engine's step does b
 update: it keeps every member's loss (summed over the chunk) and the first step at which
 it was non-finite or above the divergence bound, as `train_pack` reads them after a chunk.
 That is the like-for-like variant; without it, the plain pack the issue set as the bar.
+With `unroll=N`, jax.lax.scan runs N steps per loop iteration (its `unroll` argument), as
+the engine's XLA loop does (config.train.unroll_steps): not the plain pack, but what a
+JAX user tuning the same knob would get.
 """
 
 import sys
@@ -31,7 +34,7 @@ import numpy as np
 DIVERGENCE_LOSS = 1e3  # config.train.divergence_loss of the demo (configs/common.py)
 
 
-def main(path_in, path_out, track=False):
+def main(path_in, path_out, track=False, unroll=1):
     problem = dict(np.load(path_in))
     layers = int(problem["layers"])
     params = [jnp.asarray(problem[f"w{i}"]) for i in range(layers)] + \
@@ -79,7 +82,8 @@ def main(path_in, path_out, track=False):
             loss_sum = loss_sum + jnp.where(finite, losses, 0.0)
             return (member, accumulator, step + 1, loss_sum, diverged_at), None
         state, _ = jax.lax.scan(body, state,
-                                (jnp.swapaxes(chunk_indices, 0, 1), chunk_factors))
+                                (jnp.swapaxes(chunk_indices, 0, 1), chunk_factors),
+                                unroll=unroll)
         return state
 
     members = lrs.shape[0]
@@ -112,4 +116,7 @@ def main(path_in, path_out, track=False):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], track=sys.argv[3:] == ["track"])
+    options = sys.argv[3:]
+    unrolls = [int(o.split("=", 1)[1]) for o in options if o.startswith("unroll=")]
+    main(sys.argv[1], sys.argv[2], track="track" in options,
+         unroll=unrolls[-1] if unrolls else 1)
