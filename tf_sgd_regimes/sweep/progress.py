@@ -175,15 +175,18 @@ class Progress:
             # Recording cells: what they took so far, per cell, for the cells still due.
             per_cell = (now - self._train_end) / self._pack_recorded
             other_left = per_cell * max(self._pack_cells - self._pack_recorded, 0)
-        elif self._last_tail is not None:
-            seconds, cells = self._last_tail
-            if self._pack_cells and cells:
-                seconds *= self._pack_cells / cells
+        else:
+            if self._last_tail is not None:
+                seconds, cells = self._last_tail
+                if self._pack_cells and cells:
+                    seconds *= self._pack_cells / cells
+            else:
+                # The session's first pack: its evaluation and records are still to
+                # come, priced like a later pack's costs (see LATER_PACK_SHARE).
+                seconds = LATER_PACK_SHARE * self._running_one_off() if self._measured else 0.0
             if self._train_end is not None and self._reported_at is not None:
                 seconds -= now - self._reported_at  # the tail has begun
             other_left = max(seconds, 0.0)
-        else:
-            other_left = 0.0
         left = compute_left + other_left
         return left, spent + left, self._pack_work - self._pack_resumed
 
