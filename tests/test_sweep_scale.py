@@ -425,7 +425,7 @@ def test_eta_is_within_20_percent_during_the_first_pack_of_a_demo_like_sweep():
     between chunks are priced per step and its probe's trace is not, and the costs the
     later packs pay that it did not (compiles, traces, evaluations, records) have a prior
     before any is seen. The model before these (main at 925b029) read 54-62% low in
-    this first pack; this one reads 11-16% low there and within 16% after."""
+    this first pack; this one reads 7-12% low there and within 12% after."""
     def make(**kwargs):
         return progress_lib.Progress(min_interval_s=5.0, **kwargs)
 

@@ -73,7 +73,8 @@ class Progress:
     up or slows down moves the ETA). Until a pack after the session's first has
     finished, the rates come from the first (or the running) pack, and each pack to come
     is charged LATER_PACK_SHARE x the first pack's one-off for its engine time and
-    records, which no pack has shown yet. Work restored from a checkpoint counts as
+    records, which no pack has shown yet (and so is the first pack's own evaluation and
+    records while it trains). Work restored from a checkpoint counts as
     done but not as work of this session.
     """
 
