@@ -9,9 +9,6 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# As the package sets it (tf_sgd_regimes/__init__.py), before any test module imports
-# TensorFlow first; tests/test_packed_conv.py also runs with it off.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_EXPERIMENT = "digits_mlp_epoch_budget"

@@ -46,7 +46,7 @@ def test_grouped_conv2d_is_k_separate_convolutions():
 
 
 @pytest.mark.parametrize("name", CONV_MODELS)
-def test_packed_conv_model_equals_each_member_alone(name):
+def test_packed_conv_model_equals_each_member_alone(name, monkeypatch):
     tiny = models.tiny_config(name)
     members = [models.get_model(name, tiny["input_shape"], tiny["num_outputs"], seed=s,
                                 **tiny["fields"]) for s in SEEDS]
@@ -75,7 +75,7 @@ def test_packed_conv_model_equals_each_member_alone(name):
             total = tf.reduce_sum(losses)
         return losses, tape.gradient(total, weights)
 
-    losses, grads = packed(stacked)
+    losses, grads = packed(stacked)  # grouped, or member by member without oneDNN
     for k, model in enumerate(members):
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(tf.square(model(x[k], training=False)))
@@ -85,10 +85,12 @@ def test_packed_conv_model_equals_each_member_alone(name):
             np.testing.assert_allclose(g_packed[k].numpy(), tf.convert_to_tensor(g_alone),
                                        rtol=2e-3, atol=1e-5)
 
-    # The graph: one convolution per conv layer, no loop over members. The vectorised ops
-    # live under the "pfor" name scope (the per-member trace they were converted from
-    # stays behind as dead code that never runs).
-    graph = packed.get_concrete_function(stacked).graph
+    # The graph where oneDNN is on (TensorFlow's default on AVX-512 CPUs; traced here, not
+    # run, since without oneDNN the grouped gradient has no kernel): one convolution per
+    # conv layer, no loop over members. The vectorised ops live under the "pfor" name
+    # scope (the per-member trace they were converted from stays as dead code).
+    monkeypatch.setattr(member_map, "_onednn_enabled", lambda: True)
+    graph = tf.function(packed.python_function).get_concrete_function(stacked).graph
     vectorized = [op for op in graph.get_operations() if "pfor" in op.name]
     convs = sum(isinstance(layer, keras.layers.Conv2D) for layer in template.layers)
     assert [op.type for op in vectorized].count("Conv2D") == convs
@@ -128,7 +130,7 @@ def test_under_xla_a_non_finite_member_leaves_the_others_kernel_gradients_alone(
 def test_without_onednn_a_packed_convnet_trains_member_by_member(monkeypatch):
     # TF's CPU kernels without oneDNN have no grouped-convolution gradient: the converter
     # then leaves each member's convolution to pfor's loop, which must still equal each
-    # member alone (here oneDNN is on, so only the choice is simulated; the next test runs
+    # member alone (the choice is simulated here, whatever this CPU has; the next test runs
     # the real kernels with oneDNN off).
     monkeypatch.setattr(member_map, "_onednn_enabled", lambda: False)
     rng = np.random.default_rng(0)
@@ -158,8 +160,8 @@ def test_without_onednn_a_packed_convnet_trains_member_by_member(monkeypatch):
 
 
 def test_with_onednn_off_the_packed_cnn_step_trains():
-    # The real case (TF's default on CPUs without AVX-512): before the fallback this
-    # raised "Gradients for grouped convolutions are not supported on CPU".
+    # The real case (TF's default on CPUs without AVX-512, e.g. AMD EPYC): before the
+    # fallback this raised "Gradients for grouped convolutions are not supported on CPU".
     from conftest import run_python
 
     done = run_python(

@@ -20,16 +20,6 @@ Names resolve on first use, so `import tf_sgd_regimes` stays cheap (no TensorFlo
 """
 
 import importlib
-import os
-
-# TensorFlow's oneDNN CPU kernels, on by default only on some CPUs (those with AVX-512,
-# e.g. recent Intel Xeons; off on e.g. AMD EPYC): without them a pack's grouped
-# convolutions have no gradient kernel and fall back to a loop over members
-# (member_map.py), and the same sweep would run other kernels on other machines. Read by
-# TensorFlow when it is imported, so this only takes effect when this package is imported
-# first (the command line, `import tf_sgd_regimes` at the top of a notebook); a value the
-# user set is kept.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
 

@@ -85,15 +85,16 @@ def _grouped_convolutions():
             # or TF_ENABLE_ONEDNN_OPTS=0) TF's CPU kernels compute a grouped convolution
             # but not its gradients ("Gradients for grouped convolutions are not
             # supported on CPU"): the members convolve one by one in pfor's while loop.
-            # Correct, and slower; the package turns oneDNN on when it is imported before
-            # TensorFlow (tf_sgd_regimes/__init__.py).
+            # Correct, and slower. oneDNN is not forced on: on this project's AMD EPYC
+            # machine, oneDNN's batched matmuls rounded differently with the pack's size
+            # and between a run and its resumption, which breaks bit-for-bit resumption.
             if not _warned_no_onednn:
                 _warned_no_onednn.append(True)
                 tf.get_logger().warning(
-                    "tf_sgd_regimes: TensorFlow's oneDNN kernels are off, so a pack's "
-                    "convolutions run member by member (slower). Set "
-                    "TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow is imported, or "
-                    "--config.train.jit_compile=true.")
+                    "tf_sgd_regimes: TensorFlow's oneDNN kernels are off on this CPU, so "
+                    "a pack's convolutions run member by member (slower). "
+                    "TF_ENABLE_ONEDNN_OPTS=1, set before TensorFlow is imported, gives "
+                    "one grouped convolution per layer (README, 'oneDNN').")
             return original(pfor_input)
         pfor_input.stack_inputs(stack_indices=[0])
         x = pfor_input.stacked_input(0)  # [K, B, H, W, C]

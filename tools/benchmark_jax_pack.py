@@ -29,7 +29,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-import tf_sgd_regimes  # noqa: E402,F401  (first: it turns oneDNN on, as the CLI does)
 import tensorflow as tf  # noqa: E402
 
 from tf_sgd_regimes import cpu_threads  # noqa: E402

@@ -15,7 +15,6 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tf_sgd_regimes  # noqa: E402,F401  (first: it turns oneDNN on, as the CLI does)
 import tensorflow as tf  # noqa: E402
 
 import demo_pack  # noqa: E402  (tools/, beside this script)

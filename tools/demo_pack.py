@@ -1,7 +1,6 @@
 """The demo's pack (78 MLP members of the default experiment) set up for one chunk, for the
 tools that look inside a packed step (count_step_kernels.py, profile_step.py)."""
 
-import tf_sgd_regimes  # noqa: F401  (first: it turns oneDNN on, as the CLI does)
 import tensorflow as tf
 
 from tf_sgd_regimes import cpu_threads
