@@ -360,12 +360,12 @@ def test_first_pack_eta_is_unknown_until_a_chunk_was_timed():
     assert nqm.eta() == nqm.eta() and nqm.eta() > 0
 
 
-def _demo_like_sweep(progress_factory):
+def _demo_like_sweep(progress_factory, cost_by_batch=None):
     """Drives a Progress through a sweep shaped like the demo's measured costs (issue 13's
     ETA section of BENCHMARKS.md) on a fake clock; returns (end, samples of (time, work
     fraction, ETA), printed lines). 11 packs of 78 cells, B = 1 ... 1024, 14,336 / B
     steps in chunks of 128 (a report each, 3 ms); compute at a per-B rate 0.85-1.15x the
-    work model's; the first pack's first chunk traces (4 s, no measurement), its noise
+    work model's (times `cost_by_batch[B]`, default 1); the first pack's first chunk traces (4 s, no measurement), its noise
     probe traces mid-pack (0.9 s) and its evaluation too (0.35 s); every pack pays an
     evaluation and records (0.22 s, and 0.04 s per 1,000 steps for the curves), the
     later ones a re-initialisation and a probe (0.12 s), and those at B = 2, 4 compile
@@ -380,7 +380,7 @@ def _demo_like_sweep(progress_factory):
     progress = progress_factory(
         total_cells=cells * len(packs), total_work=sum(w for _, _, w in packs),
         stream=out, clock=lambda: now[0], total_steps=float(sum(cells * s for _, s, _ in packs)),
-        engine_times_chunks=True)
+        engine_times_chunks=True, plan={b: [w, cells, cells * s] for b, s, w in packs})
     per_unit = 4.0 / packs[0][2]  # the first pack computes 4 s
     samples = []
 
@@ -390,8 +390,9 @@ def _demo_like_sweep(progress_factory):
 
     for index, (batch_size, steps, work) in enumerate(packs):
         first = index == 0
-        rate = per_unit * jitter.uniform(0.85, 1.15)
-        progress.start_pack(f"pack B={batch_size}", work, cells=cells, steps=steps)
+        rate = per_unit * jitter.uniform(0.85, 1.15) * (cost_by_batch or {}).get(batch_size, 1.0)
+        progress.start_pack(f"pack B={batch_size}", work, cells=cells, steps=steps,
+                            batch_size=batch_size)
         now[0] += 0.0 if first else 0.05  # re-initialise
         traced = {1: 4.0, 2: 1.5, 4: 1.5, 8: 0.7, 16: 0.7}.get(batch_size, 0.0)
         chunks = math.ceil(steps / 128)

@@ -1,7 +1,7 @@
 """Records a sweep's progress events, and replays them through Progress to price its ETA.
 
     python tools/eta_replay.py --record=/tmp/ev.jsonl --workdir=/tmp/ev   # runs the demo
-    python tools/eta_replay.py --replay=/tmp/ev.jsonl [--every=0.02]
+    python tools/eta_replay.py --replay=/tmp/ev.jsonl [--every=0.02] [--without_plan]
 
 --record runs `tf_sgd_regimes.run --no_report` in this process (other flags go to the
 run) and writes every call the sweep makes on its Progress (start_pack, pack_step,
@@ -10,7 +10,9 @@ feeds them to the current `progress.Progress` on a fake clock and tables its ETA
 the true time left (the last event's time minus the event's) at every --every of the
 work from --from_work on, not only at the lines the demo happened to print: the same
 run can be priced by several versions of the model. Truth is exact here, but the
-replayed model's own costs (a few microseconds per call) are not in it.
+replayed model's own costs (a few microseconds per call) are not in it. --without_plan
+keeps from Progress the plan of work per batch size (and each pack's batch size), so it
+prices the rest as before that plan: one recent rate per work unit for every batch size.
 """
 
 import argparse
@@ -66,7 +68,8 @@ def record(path: str, workdir: str, argv) -> None:
         out.close()
 
 
-def replay(path: str, every: float, from_work: float, min_left_s: float):
+def replay(path: str, every: float, from_work: float, min_left_s: float,
+           without_plan: bool = False):
     """[(fraction of work, ETA, true time left)] at every `every` of the work."""
     with open(path) as f:
         events = [json.loads(line) for line in f]
@@ -76,12 +79,16 @@ def replay(path: str, every: float, from_work: float, min_left_s: float):
     total_work = init.pop("total_work")
     init.pop("done_cells", None)
     init.pop("min_interval_s", None)
+    if without_plan:
+        init.pop("plan", None)
     progress = progress_lib.Progress(total_cells, total_work, stream=open(os.devnull, "w"),
                                      min_interval_s=1e9, clock=lambda: now[0], **init)
     end = events[-1]["t"]
     found, next_mark = [], from_work
     for event in events[1:]:
         now[0] = event["t"]
+        if without_plan:
+            event["kwargs"].pop("batch_size", None)
         getattr(progress, event["event"])(*event["args"], **event["kwargs"])
         fraction = (progress.work_done + progress._pack_done) / progress.total_work
         if fraction >= next_mark and end - now[0] >= min_left_s:
@@ -99,12 +106,13 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=0.05)
     parser.add_argument("--from_work", type=float, default=0.1)
     parser.add_argument("--min_left_s", type=float, default=3.0)
+    parser.add_argument("--without_plan", action="store_true")
     args, extra = parser.parse_known_args()
     if args.record:
         record(args.record, args.workdir, extra)
         return
     for path in args.replay:
-        rows = replay(path, args.every, args.from_work, args.min_left_s)
+        rows = replay(path, args.every, args.from_work, args.min_left_s, args.without_plan)
         worst = max((abs(eta - left) / left for _, eta, left in rows), default=0.0)
         print(f"{path}: worst {100 * worst:.0f}% over {len(rows)} points with >= "
               f"{args.min_left_s:g} s left")

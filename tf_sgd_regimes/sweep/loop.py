@@ -211,13 +211,20 @@ class Sweep:
         """
         done = self.ledger.done_cell_ids()
         remaining = [c for c in self.cells if c.cell_id not in done]
+        # What is left per batch size (work, cells, steps): the ETA prices each batch
+        # size by its own measured compute, not one rate for all (progress.Progress).
+        plan = {}
+        for c in remaining:
+            row = plan.setdefault(c.batch_size, [0.0, 0, 0])
+            row[0] += self._cell_work(c.steps, c.batch_size)
+            row[1] += 1
+            row[2] += c.steps
         progress = progress_lib.Progress(
-            len(self.cells), sum(self._cell_work(c.steps, c.batch_size)
-                                 for c in remaining),
+            len(self.cells), sum(row[0] for row in plan.values()),
             done_cells=len(self.cells) - len(remaining), stream=self.stream,
             min_interval_s=self.progress_interval_s, clock=self.clock,
             total_steps=sum(c.steps for c in remaining),
-            engine_times_chunks=self.config.get("engine", "keras") == "keras")
+            engine_times_chunks=self.config.get("engine", "keras") == "keras", plan=plan)
         self.progress = progress
         root_logged = os.path.isdir(summaries.tensorboard_dir(self.workdir)) and any(
             n.startswith("events") for n in os.listdir(summaries.tensorboard_dir(self.workdir)))
@@ -310,7 +317,8 @@ class Sweep:
         step_work = len(cells) * self._cell_work(first.steps, first.batch_size) / first.steps
         progress.start_pack(f"pack B={first.batch_size} steps={first.steps} "
                             f"members={len(cells)}", step_work * first.steps,
-                            cells=len(open_cells), steps=first.steps)
+                            cells=len(open_cells), steps=first.steps,
+                            batch_size=first.batch_size)
         writers = summaries.PackWriters(
             self.workdir, ids, states=self._states, active=pack.trials,
             hparams={c.cell_id: c.hparams() for c in open_cells},

@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Optional, TextIO
 
+from tf_sgd_regimes.sweep import eta_model
+
 # A step costs a fixed overhead (dispatch, optimizer update) plus a part that grows with
 # the batch; 32 examples' worth of overhead keeps B = 4 packs from looking nearly free.
 STEP_OVERHEAD_EXAMPLES = 32
@@ -81,7 +83,7 @@ class Progress:
     def __init__(self, total_cells: int, total_work: float, done_cells: int = 0,
                  stream: Optional[TextIO] = None, min_interval_s: float = 5.0,
                  clock=time.perf_counter, total_steps: float = 0.0,
-                 engine_times_chunks: bool = False):
+                 engine_times_chunks: bool = False, plan: Optional[dict] = None):
         self.total_cells = total_cells
         # The engine reports each chunk's compute seconds (ChunkReport.compute_s; the NQM
         # engine does not): until one is measured, the first pack's rate is unknown.
@@ -137,6 +139,11 @@ class Progress:
         # Finished packs of this session: their cells, work of this session and seconds
         # of compute, engine, records, per-step gaps; and steps (see end_pack).
         self._packs = []
+        # The work left per batch size (None: not given) and the compute measured per
+        # batch size, which price the packs to come by their own batch size (eta_model).
+        self._plan = eta_model.Plan(plan) if plan else None
+        self._batch_rates = eta_model.BatchRates()
+        self._pack_batch = 0
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -231,7 +238,8 @@ class Progress:
         later = [p for p in window if p is not self._packs[0]]
         later_cells = sum(p["cells"] for p in later)
         engine = sum(p["engine"] for p in later) / later_cells if later_cells else 0.0
-        eta += compute / work * work_left + max((records + engine) * cells_left,
+        by_batch = self._compute_by_batch()
+        eta += (compute / work * work_left if by_batch is None else by_batch) + max((records + engine) * cells_left,
                                                 self._later_packs_budget(cells_left / per_pack))
         if self.total_steps > 0:
             # Per-step costs besides compute (reports between chunks), times the steps of
@@ -251,6 +259,21 @@ class Progress:
                 steps_left = max(self.total_steps - self._steps_done - running_steps, 0.0)
                 eta += gaps / stepped * steps_left / max(per_pack, 1.0)
         return eta
+
+    def _compute_by_batch(self) -> Optional[float]:
+        """Compute seconds of the packs still to start, each batch size priced by the
+        rates measured at the batch sizes seen so far (eta_model.rate_at); None until
+        two batch sizes have measured compute (the work model prices the rest until then,
+        at the recent packs' rate)."""
+        if self._plan is None or not self._measured:
+            return None
+        running = ((self._pack_batch, self._compute_s, self._compute_work)
+                   if self.pack_label else None)
+        points = self._batch_rates.points(running)
+        if len(points) < 2:
+            return None
+        return sum(eta_model.rate_at(points, b, self._plan.step_work) * w
+                   for b, w in self._plan.work_left().items())
 
     def _running_one_off(self) -> float:
         """The running pack's traced chunks' seconds beyond their work."""
@@ -301,7 +324,7 @@ class Progress:
         return text + (f"  {extra}" if extra else "")
 
     def start_pack(self, label: str, pack_work: float = 0.0, cells: int = 0,
-                   steps: int = 0) -> None:
+                   steps: int = 0, batch_size: int = 0) -> None:
         """The pack's training starts now; it will record `cells` cells (0: unknown) and
         train `steps` steps (0: unknown)."""
         self.pack_label = label
@@ -312,6 +335,9 @@ class Progress:
         self._training = True
         self._pack_cells = int(cells)
         self._pack_steps = int(steps)
+        self._pack_batch = int(batch_size)
+        if self._plan is not None:
+            self._plan.start(batch_size, pack_work, cells, steps)
         self._gap_s = self._gap_work = 0.0
         self._gaps = 0
         self._pack_recorded = 0
@@ -410,6 +436,7 @@ class Progress:
                             "compute": compute, "engine": max(engine - gaps, 0.0),
                             "records": records, "gaps": min(gaps, engine), "steps": steps})
         self._steps_done += self._pack_steps * self._pack_recorded
+        self._batch_rates.add(self._pack_batch, self._compute_s, self._compute_work)
         if rate is not None:
             self._last_rate = rate
         tail = now - (self._reported_at if self._reported_at is not None else train_end)

@@ -1,0 +1,104 @@
+"""The ETA's price of compute per batch size, learnt from the packs this session measured.
+
+The work model (engine.cell_work) prices a cell's compute by its steps and batch size, but
+its curve was fitted on one machine: on another, batches past the caches cost 2-4x more
+per work unit than the small ones (BENCHMARKS.md, issue 13's ETA section). So each batch
+size still to come is priced by what the measured ones cost, interpolated in log B, and
+past the largest measured one scaled from it.
+"""
+
+import math
+from typing import Dict, List, Optional, Tuple
+
+
+def rate_at(points: List[Tuple[int, float]], batch_size: int,
+            step_work: Optional[Dict[int, float]] = None) -> float:
+    """Compute seconds per work unit at `batch_size`, from measured (batch size, seconds
+    per work unit) `points` (at least one; any order).
+
+    Args:
+      step_work: work units of one cell-step per batch size (the plan's); without it,
+        past the largest measured batch size the rate stays that one's.
+
+    Between two measured batch sizes the rate is interpolated as a power of B (a line in
+    log B, log rate), as batch sizes double from pack to pack; below the smallest, it is
+    the smallest's. Past the largest measured, it is the cheaper of two scalings of that
+    one's cost: the work model's (the same rate per work unit) and the same cost per
+    example. The work model's steps cost less per example as the batch grows (its fixed
+    overhead of 32 examples) and past B = 181 more again (engine.WORK_KNEE_BATCH, fitted
+    on another machine); where a machine's cost per example stays flat, as on this one
+    from B = 16 on (BENCHMARKS.md), the knee alone would price B = 512 and 1024 15-40%
+    high from B = 128 and 256. (Across XLA's packs, B <= 4, and the first one without,
+    the cheaper is the work model's: it divides XLA's work by engine.XLA_AUTO_SPEEDUP.)
+
+    A line in B through the largest two or three measured (a step's cost: a fixed part
+    plus a cost per example) was tried on three recorded demo runs and not kept: through
+    XLA's packs it priced the rest 75-127% high, and through other packs, with the
+    running pack's first chunks, up to 60% high.
+    """
+    points = sorted((int(b), float(r)) for b, r in points)
+    if not points:
+        raise ValueError("no measured batch size to price from")
+    for b, rate in points:
+        if b == batch_size:
+            return rate
+    if batch_size < points[0][0]:
+        return points[0][1]
+    for (b0, r0), (b1, r1) in zip(points, points[1:]):
+        if b0 < batch_size < b1:
+            if r0 <= 0 or r1 <= 0:
+                return r0 + (r1 - r0) * (batch_size - b0) / (b1 - b0)
+            t = math.log(batch_size / b0) / math.log(b1 / b0)
+            return math.exp(math.log(r0) + t * (math.log(r1) - math.log(r0)))
+    largest, rate = points[-1]
+    if not step_work or largest not in step_work or batch_size not in step_work:
+        return rate
+    per_example = rate * step_work[largest] / largest  # seconds per example of a step
+    return min(rate, per_example * batch_size / step_work[batch_size])
+
+
+class BatchRates:
+    """Compute seconds, work units and cell-steps measured per batch size this session."""
+
+    def __init__(self):
+        self._sums: Dict[int, List[float]] = {}
+
+    def add(self, batch_size: int, seconds: float, work: float) -> None:
+        if batch_size <= 0 or work <= 0:
+            return
+        row = self._sums.setdefault(int(batch_size), [0.0, 0.0])
+        row[0] += float(seconds)
+        row[1] += float(work)
+
+    def points(self, running: Optional[Tuple[int, float, float]] = None
+               ) -> List[Tuple[int, float]]:
+        """(batch size, seconds per work unit), with the running pack's (batch size,
+        seconds, work) measured so far added to its batch size's."""
+        sums = {b: list(row) for b, row in self._sums.items()}
+        if running is not None and running[0] > 0 and running[2] > 0:
+            row = sums.setdefault(int(running[0]), [0.0, 0.0])
+            row[0] += running[1]
+            row[1] += running[2]
+        return sorted((b, s / w) for b, (s, w) in sums.items() if w > 0)
+
+
+class Plan:
+    """The work, cells and cell-steps left per batch size: the session's plan, less the
+    packs started since."""
+
+    def __init__(self, plan: Dict):
+        # Keys may come back from JSON as strings (tools/eta_replay.py).
+        self._left = {int(b): [float(v) for v in row] for b, row in plan.items()}
+        # Work units per cell-step of each batch size (rate_at's step_work).
+        self.step_work = {b: row[0] / row[2] for b, row in self._left.items() if row[2] > 0}
+
+    def start(self, batch_size: int, work: float, cells: int, steps: int) -> None:
+        row = self._left.get(int(batch_size))
+        if row is None:
+            return
+        row[0] = max(row[0] - float(work), 0.0)
+        row[1] = max(row[1] - float(cells), 0.0)
+        row[2] = max(row[2] - float(steps) * float(cells), 0.0)
+
+    def work_left(self) -> Dict[int, float]:
+        return {b: row[0] for b, row in self._left.items() if row[0] > 0}
