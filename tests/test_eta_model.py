@@ -23,25 +23,24 @@ def test_between_measured_batch_sizes_the_rate_is_a_power_of_b():
     assert eta_model.rate_at(points, 8 * 2 ** 0.5) == pytest.approx(2 ** 0.5)
 
 
-def test_past_the_largest_seconds_per_step_follow_a_line_in_b():
-    # Step seconds 10 + 2 B at B = 16, 32, 64; a cell-step is B + 32 work units.
-    step_work = {b: b + 32.0 for b in (16, 32, 64, 128, 1024)}
-    points = [(b, (10.0 + 2.0 * b) / step_work[b]) for b in (16, 32, 64)]
-    assert eta_model.rate_at(points, 128, step_work) == pytest.approx(266.0 / 160.0)
-    assert eta_model.rate_at(points, 1024, step_work) == pytest.approx(2058.0 / 1056.0)
-    # Only the largest EXTRAPOLATE_FROM count: a cheap B = 2 does not bend the line.
-    with_small = points + [(2, 5.0)]
-    assert eta_model.rate_at(with_small, 128, step_work) == pytest.approx(266.0 / 160.0)
+def test_past_the_largest_the_work_models_scaling_where_it_is_cheaper():
+    # A cell-step is B + 32 work units: the model's cost per example falls with B, so
+    # the same rate per unit (2.0 at B = 32) is the cheaper scaling: 2.0 at B = 64
+    # (the same cost per example would be 2.0 x 64 / 32 x 64 / 96 = 2.67).
+    step_work = {b: b + 32.0 for b in (8, 32, 64)}
+    points = [(8, 1.0), (32, 2.0)]
+    assert eta_model.rate_at(points, 64, step_work) == 2.0
+    assert eta_model.rate_at(points, 64) == 2.0  # no step work known: the same
 
 
-def test_past_the_largest_never_below_its_own_rate():
-    # Step seconds falling with B (64 per step at B = 32, 48 at 64): the line would price
-    # B = 128 at 16 s a step, 0.1 per unit; the largest's own rate, 0.5, is the floor.
-    step_work = {32: 64.0, 64: 96.0, 128: 160.0}
-    points = [(32, 1.0), (64, 0.5)]
-    assert eta_model.rate_at(points, 128, step_work) == 0.5
-    assert eta_model.rate_at(points, 128) == 0.5  # no step work known: the same floor
-    assert eta_model.rate_at([(64, 0.5)], 128, step_work) == 0.5  # one point: no line
+def test_past_the_largest_the_same_cost_per_example_where_that_is_cheaper():
+    # With the knee (x (1 + B / 1024)) the model's cost per example rises past B = 181:
+    # from B = 256 (360 units a cell-step) to 1024 (2112), the same cost per example,
+    # 1.0 x 360 / 256 s, prices B = 1024 at 1.0 x 360 / 256 x 1024 / 2112 per unit.
+    step_work = {b: (b + 32.0) * (1 + b / 1024) for b in (128, 256, 1024)}
+    points = [(128, 0.5), (256, 1.0)]
+    assert eta_model.rate_at(points, 1024, step_work) == pytest.approx(360.0 / 528.0)
+    assert eta_model.rate_at(points, 1024) == 1.0  # no step work: the largest's rate
 
 
 def test_plan_counts_down_the_packs_started():
@@ -54,27 +53,30 @@ def test_plan_counts_down_the_packs_started():
 
 
 def _two_packs_measured(plan):
-    """A Progress that measured B = 1 at 1 s per work unit and B = 2 at 2 s per unit,
-    10 units each, and nothing else costing time; a B = 4 pack of 20 units to come."""
+    """A Progress that measured B = 1 at 1 s per work unit (3 cells) and B = 2 at 2 s
+    per unit (1 cell), 10 units each, and nothing else costing time; a B = 4 pack of 20
+    units to come."""
     now = [0.0]
-    progress = progress_lib.Progress(3, 40.0, stream=io.StringIO(), min_interval_s=1e9,
+    progress = progress_lib.Progress(5, 40.0, stream=io.StringIO(), min_interval_s=1e9,
                                      clock=lambda: now[0], engine_times_chunks=True,
                                      plan=plan)
-    for batch_size, rate in ((1, 1.0), (2, 2.0)):
-        progress.start_pack(f"pack B={batch_size}", 10.0, cells=1, batch_size=batch_size)
+    for batch_size, rate, cells in ((1, 1.0, 3), (2, 2.0, 1)):
+        progress.start_pack(f"pack B={batch_size}", 10.0, cells=cells, batch_size=batch_size)
         for work in (5.0, 10.0):
             now[0] += 5.0 * rate
             progress.pack_step(work, compute_s=5.0 * rate)
         progress.training_done()
-        progress.cell_done()
+        for _ in range(cells):
+            progress.cell_done()
         progress.end_pack(0, 0, 10.0)
     return progress
 
 
 def test_progress_prices_the_packs_to_come_by_their_batch_size():
-    # A cell-step is 1, 2 and 4 work units at B = 1, 2, 4: step seconds 1 at B = 1 and
-    # 4 at B = 2, so the line gives 10 at B = 4, 2.5 per unit (above B = 2's own 2).
-    plan = {1: [10.0, 1, 10], 2: [10.0, 1, 5], 4: [20.0, 1, 5]}
-    assert _two_packs_measured(plan).eta() == pytest.approx(2.5 * 20.0)
-    # Without the plan, the last pack's rate (the recent half of the cells) prices all.
-    assert _two_packs_measured(None).eta() == pytest.approx(2.0 * 20.0)
+    # A cell-step is 1/3, 2 and 4 work units at B = 1, 2, 4: B = 4 is priced at B = 2's
+    # rate (the same cost per example, 2 x 2 / 2 s, gives the same), 2 s per unit.
+    plan = {1: [10.0, 3, 30], 2: [10.0, 1, 5], 4: [20.0, 1, 5]}
+    assert _two_packs_measured(plan).eta() == pytest.approx(2.0 * 20.0)
+    # Without the plan, the recent packs holding half the cells (both) price it: 30 s
+    # of compute for 20 units.
+    assert _two_packs_measured(None).eta() == pytest.approx(1.5 * 20.0)

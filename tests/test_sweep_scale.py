@@ -360,12 +360,13 @@ def test_first_pack_eta_is_unknown_until_a_chunk_was_timed():
     assert nqm.eta() == nqm.eta() and nqm.eta() > 0
 
 
-def _demo_like_sweep(progress_factory, cost_by_batch=None):
+def _demo_like_sweep(progress_factory, cost_by_batch=None, work_model=None):
     """Drives a Progress through a sweep shaped like the demo's measured costs (issue 13's
     ETA section of BENCHMARKS.md) on a fake clock; returns (end, samples of (time, work
     fraction, ETA), printed lines). 11 packs of 78 cells, B = 1 ... 1024, 14,336 / B
     steps in chunks of 128 (a report each, 3 ms); compute at a per-B rate 0.85-1.15x the
-    work model's (times `cost_by_batch[B]`, default 1); the first pack's first chunk traces (4 s, no measurement), its noise
+    work model's (`work_model(steps, B)`, default steps x (B + 32)) times
+    `cost_by_batch[B]` (default 1); the first pack's first chunk traces (4 s, no measurement), its noise
     probe traces mid-pack (0.9 s) and its evaluation too (0.35 s); every pack pays an
     evaluation and records (0.22 s, and 0.04 s per 1,000 steps for the curves), the
     later ones a re-initialisation and a probe (0.12 s), and those at B = 2, 4 compile
@@ -375,8 +376,8 @@ def _demo_like_sweep(progress_factory, cost_by_batch=None):
     jitter = random.Random(3)
     batch_sizes = [2 ** k for k in range(11)]
     cells = 78
-    packs = [(b, 14336 // b, cells * progress_lib.cell_work(14336 // b, b))
-             for b in batch_sizes]
+    work_model = work_model or progress_lib.cell_work
+    packs = [(b, 14336 // b, cells * work_model(14336 // b, b)) for b in batch_sizes]
     progress = progress_factory(
         total_cells=cells * len(packs), total_work=sum(w for _, _, w in packs),
         stream=out, clock=lambda: now[0], total_steps=float(sum(cells * s for _, s, _ in packs)),
@@ -445,3 +446,44 @@ def test_eta_is_within_20_percent_during_the_first_pack_of_a_demo_like_sweep():
     first_pack = [line for line in lines if "pack B=1 " in line and "ETA ?" not in line]
     tenths = {int(float(line.split("%")[0].split()[-1]) // 10) for line in first_pack}
     assert {1, 2, 3, 4} <= tenths, first_pack
+
+
+def test_eta_learns_the_compute_per_batch_size_of_a_machine_unlike_the_work_model():
+    """A sweep shaped like the demo whose compute per work unit (the engine's model: the
+    knee, XLA's speed-ups at B <= 4) grows with B as it does on this 2-core AMD machine,
+    the means of three recorded demo runs (BENCHMARKS.md): 1.4x the B = 1 pack's at B = 8,
+    1.9x at 16, 3.2-3.9x from 32 to 512. From the end of the B = 32 pack (the first at
+    that level) the packs to come are priced at the rates measured at the batch sizes
+    seen: within 20% until the last pack runs (the last pack alone is one draw of
+    +-15%); the work model at the recent packs' rate, as before, read 30-45% low there.
+    Before a pack at that level is measured no rate in this session tells it (old and
+    new both read 27-44% low then): not asserted, only that the new is better overall."""
+    cost = {1: 1.0, 2: 1.0, 4: 1.55, 8: 1.4, 16: 1.9, 32: 3.2, 64: 3.5, 128: 3.9,
+            256: 3.7, 512: 3.2, 1024: 2.8}
+    xla = {1: 3.4, 2: 2.1, 4: 1.4}  # engine.XLA_AUTO_SPEEDUP, engine.WORK_KNEE_BATCH
+
+    def work_model(steps, batch_size):
+        return progress_lib.cell_work(steps, batch_size) * (1 + batch_size / 1024) \
+            / xla.get(batch_size, 1.0)
+
+    errors = {}
+    for name, with_plan in (("by batch size", True), ("one rate", False)):
+        def make(plan, **kwargs):
+            return progress_lib.Progress(min_interval_s=5.0, plan=plan if with_plan else None,
+                                         **kwargs)
+
+        end, samples, _ = _demo_like_sweep(make, cost, work_model)
+        errors[name] = [(fraction, (eta - (end - now)) / (end - now))
+                        for now, fraction, eta in samples
+                        if fraction >= 0.1 and end - now >= 1.0]
+    works = {b: work_model(14336 // b, b) for b in cost}
+    total = sum(works.values())
+    plateau = sum(w for b, w in works.items() if b <= 32) / total  # B = 32 has ended
+    last = 1.0 - works[1024] / total  # the last pack starts
+    late = {name: [e for f, e in rows if plateau - 1e-9 <= f < last - 1e-9]
+            for name, rows in errors.items()}
+    assert len(late["by batch size"]) > 100
+    assert max(abs(e) for e in late["by batch size"]) <= 0.2, late["by batch size"][::20]
+    assert max(abs(e) for e in late["one rate"]) > 0.3  # the old pricing fails here
+    mean = {name: sum(abs(e) for _, e in rows) / len(rows) for name, rows in errors.items()}
+    assert mean["by batch size"] < mean["one rate"] - 0.05, mean
