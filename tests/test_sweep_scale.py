@@ -366,8 +366,9 @@ def _demo_like_sweep(progress_factory, cost_by_batch=None, work_model=None):
     fraction, ETA), printed lines). 11 packs of 78 cells, B = 1 ... 1024, 14,336 / B
     steps in chunks of 128 (a report each, 3 ms); compute at a per-B rate 0.85-1.15x the
     work model's (`work_model(steps, B)`, default steps x (B + 32)) times
-    `cost_by_batch[B]` (default 1); the first pack's first chunk traces (4 s, no measurement), its noise
-    probe traces mid-pack (0.9 s) and its evaluation too (0.35 s); every pack pays an
+    `cost_by_batch[B]` (default 1); the first pack's first chunk traces (4 s, no
+    measurement), its noise probe traces mid-pack (0.9 s) and its evaluation too
+    (0.35 s); every pack pays an
     evaluation and records (0.22 s, and 0.04 s per 1,000 steps for the curves), the
     later ones a re-initialisation and a probe (0.12 s), and those at B = 2, 4 compile
     (1.5 s) and at B = 8, 16 trace (0.7 s) their first chunk."""

@@ -10,6 +10,14 @@ past the largest measured one scaled from it.
 import math
 from typing import Dict, List, Optional, Tuple
 
+# What a pack after the session's first pays besides compute and reports (re-initialising,
+# compiling or tracing its step, evaluation, records), as a share of the first pack's
+# one-off (its traced first chunk beyond its work: start-up, trace, compile), used until
+# such a pack has finished. On the demo (11 packs, two of them compiling with XLA, two
+# tracing) the ten later packs paid 8.8 and 9.6 s for a first one-off of 4.5 and 5.0 s
+# (BENCHMARKS.md, issue 13's ETA section): about 0.2 each.
+LATER_PACK_SHARE = 0.2
+
 
 def rate_at(points: List[Tuple[int, float]], batch_size: int,
             step_work: Optional[Dict[int, float]] = None) -> float:
@@ -58,7 +66,7 @@ def rate_at(points: List[Tuple[int, float]], batch_size: int,
 
 
 class BatchRates:
-    """Compute seconds, work units and cell-steps measured per batch size this session."""
+    """Compute seconds and the work units they trained, per batch size, this session."""
 
     def __init__(self):
         self._sums: Dict[int, List[float]] = {}
@@ -102,3 +110,32 @@ class Plan:
 
     def work_left(self) -> Dict[int, float]:
         return {b: row[0] for b, row in self._left.items() if row[0] > 0}
+
+
+def later_packs_budget(packs: List[dict], running_one_off: Optional[float],
+                       packs_to_come: float) -> float:
+    """What the packs still to start will pay besides compute and reports, by the prior:
+    each pack after the session's first pays LATER_PACK_SHARE x the first pack's one-off,
+    on average (a compile at one, little at another), so what the finished later packs
+    and the running one paid beyond their share comes off.
+
+    Args:
+      packs: the session's finished packs (progress.Progress's records of them).
+      running_one_off: the running pack's traced chunks' seconds beyond their work
+        (None: no pack runs).
+      packs_to_come: how many packs are still to start.
+    """
+    first = packs[0]["one_off"] if packs else (running_one_off or 0.0)
+    share = LATER_PACK_SHARE * first
+    costs = [p["engine"] + p["records"] + p["one_off"] for p in packs[1:]]
+    if costs and costs[-1] < share:
+        # The last pack paid less than its share: the packs that compile or trace are
+        # behind (the demo's from B = 32 on), so the measured costs price the rest; the
+        # share left unspent would otherwise pile onto the last packs.
+        return 0.0
+    # Only what was paid beyond the share comes off: a cheap pack earlier on does not
+    # leave its unspent share to the packs after it.
+    paid = sum(max(cost - share, 0.0) for cost in costs)
+    if packs and running_one_off is not None:  # a later pack runs: its compile so far
+        paid += max(running_one_off - share, 0.0)
+    return max(share * packs_to_come - paid, 0.0)

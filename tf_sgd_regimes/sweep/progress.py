@@ -15,13 +15,6 @@ from tf_sgd_regimes.sweep import eta_model
 STEP_OVERHEAD_EXAMPLES = 32
 
 
-# What a pack after the session's first pays besides compute and reports (re-initialising,
-# compiling or tracing its step, evaluation, records), as a share of the first pack's
-# one-off (its traced first chunk beyond its work: start-up, trace, compile), used until
-# such a pack has finished. On the demo (11 packs, two of them compiling with XLA, two
-# tracing) the ten later packs paid 8.8 and 9.6 s for a first one-off of 4.5 and 5.0 s
-# (BENCHMARKS.md, issue 13's ETA section): about 0.2 each.
-LATER_PACK_SHARE = 0.2
 # A gap between measured chunks above this many times the pack's mean so far is not priced
 # as a cost per step (see Progress.pack_step).
 OUTLIER_GAPS = 5.0
@@ -69,15 +62,19 @@ class Progress:
 
     The ETA is what is left of the running pack (its measured rate and reports x its
     work left, then its records at their pace so far, or the last pack's) plus, for the
-    packs after it, compute seconds per work unit x their work + per-step cost x their
-    steps + engine and record seconds per cell x their cells, each rate over the recent
-    packs holding about half of this session's finished cells (so a machine that speeds
-    up or slows down moves the ETA). Until a pack after the session's first has
-    finished, the rates come from the first (or the running) pack, and each pack to come
-    is charged LATER_PACK_SHARE x the first pack's one-off for its engine time and
-    records, which no pack has shown yet (and so is the first pack's own evaluation and
-    records while it trains). Work restored from a checkpoint counts as
-    done but not as work of this session.
+    packs after it, their compute + per-step cost x their steps + engine and record
+    seconds per cell x their cells, each rate over the recent packs holding about half
+    of this session's finished cells (so a machine that speeds up or slows down moves
+    the ETA). Their compute: given the `plan` (work, cells, cell-steps left per batch
+    size) and once two batch sizes have measured compute (the running pack's so far
+    included), each batch size's work x its rate from the rates measured per batch size
+    (eta_model.rate_at: the work model's curve is one machine's); until then, or without
+    a plan, their work x the recent packs' seconds per work unit. Until a pack after the
+    session's first has finished, the rates come from the first (or the running) pack,
+    and each pack to come is charged eta_model.LATER_PACK_SHARE x the first pack's
+    one-off for its engine time and records, which no pack has shown yet (and so is the
+    first pack's own evaluation and records while it trains). Work restored from a
+    checkpoint counts as done but not as work of this session.
     """
 
     def __init__(self, total_cells: int, total_work: float, done_cells: int = 0,
@@ -190,8 +187,9 @@ class Progress:
                     seconds *= self._pack_cells / cells
             else:
                 # The session's first pack: its evaluation and records are still to
-                # come, priced like a later pack's costs (see LATER_PACK_SHARE).
-                seconds = LATER_PACK_SHARE * self._running_one_off() if self._measured else 0.0
+                # come, priced like a later pack's costs (eta_model.LATER_PACK_SHARE).
+                seconds = (eta_model.LATER_PACK_SHARE * self._running_one_off()
+                           if self._measured else 0.0)
             if self._train_end is not None and self._reported_at is not None:
                 seconds -= now - self._reported_at  # the tail has begun
             other_left = max(seconds, 0.0)
@@ -239,8 +237,11 @@ class Progress:
         later_cells = sum(p["cells"] for p in later)
         engine = sum(p["engine"] for p in later) / later_cells if later_cells else 0.0
         by_batch = self._compute_by_batch()
-        eta += (compute / work * work_left if by_batch is None else by_batch) + max((records + engine) * cells_left,
-                                                self._later_packs_budget(cells_left / per_pack))
+        budget = (eta_model.later_packs_budget(
+            self._packs, self._running_one_off() if self.pack_label else None,
+            cells_left / per_pack) if self._measured else 0.0)  # no one-off to scale
+        eta += ((compute / work * work_left if by_batch is None else by_batch)
+                + max((records + engine) * cells_left, budget))
         if self.total_steps > 0:
             # Per-step costs besides compute (reports between chunks), times the steps of
             # the packs left (their cells' steps over the cells of a pack): learnt on the
@@ -280,30 +281,6 @@ class Progress:
         rate = self._rate() if self.pack_label else None
         return max(self._untimed_s - (rate or 0.0) * self._untimed_work, 0.0)
 
-    def _later_packs_budget(self, packs_to_come: float) -> float:
-        """What the packs still to start will pay besides compute and reports, by the
-        prior: each pack after the session's first pays LATER_PACK_SHARE x the first
-        pack's one-off, on average (a compile at one, little at another), so what the
-        finished later packs and the running one paid beyond their share comes off.
-        Zero for an engine that measures nothing (no one-off to scale)."""
-        if not self._measured:
-            return 0.0
-        later_packs = self._packs[1:]
-        first = self._packs[0]["one_off"] if self._packs else self._running_one_off()
-        share = LATER_PACK_SHARE * first
-        costs = [p["engine"] + p["records"] + p["one_off"] for p in later_packs]
-        if costs and costs[-1] < share:
-            # The last pack paid less than its share: the packs that compile or trace are
-            # behind (the demo's from B = 32 on), so the measured costs price the rest;
-            # the share left unspent would otherwise pile onto the last packs.
-            return 0.0
-        # Only what was paid beyond the share comes off: a cheap pack earlier on does not
-        # leave its unspent share to the packs after it.
-        paid = sum(max(cost - share, 0.0) for cost in costs)
-        if self._packs and self.pack_label:  # a later pack runs: its compile so far
-            paid += max(self._running_one_off() - share, 0.0)
-        return max(share * packs_to_come - paid, 0.0)
-
     def pack_eta(self) -> float:
         if self._engine_times_chunks and self._compute_work <= 0:
             return float("nan")  # only traced chunks in this pack so far (see eta)
@@ -326,7 +303,7 @@ class Progress:
     def start_pack(self, label: str, pack_work: float = 0.0, cells: int = 0,
                    steps: int = 0, batch_size: int = 0) -> None:
         """The pack's training starts now; it will record `cells` cells (0: unknown) and
-        train `steps` steps (0: unknown)."""
+        train `steps` steps (0: unknown) at batch size `batch_size` (0: unknown)."""
         self.pack_label = label
         self._pack_work = max(float(pack_work), 1.0)
         self._pack_done = 0.0
