@@ -1,6 +1,7 @@
 """The ETA's compute price per batch size (sweep/eta_model.py) against hand-computed values."""
 
 import io
+import math
 
 import pytest
 
@@ -33,6 +34,18 @@ def test_past_the_largest_the_work_models_scaling_where_it_is_cheaper():
     assert eta_model.rate_at(points, 64) == 2.0  # no step work known: the same
 
 
+def test_past_the_largest_no_less_than_the_highest_rate_measured():
+    # B = 8 measured cheaper per unit than B = 4 (jitter, or XLA's prices): B = 16 is
+    # priced at B = 4's 2.0, not 8's 1.5 (the same cost per example as B = 8 would be
+    # 1.5 x 40 / 8 x 16 / 48 = 2.5, dearer).
+    step_work = {b: b + 32.0 for b in (4, 8, 16)}
+    points = [(4, 2.0), (8, 1.5)]
+    assert eta_model.rate_at(points, 16, step_work) == 2.0
+    assert eta_model.rate_at(points, 16) == 2.0
+    assert eta_model.rate_at(points, 6, step_work) == pytest.approx(2.0 * 0.75 ** (
+        math.log(6 / 4) / math.log(2)))  # between them: interpolated, not the highest
+
+
 def test_past_the_largest_the_same_cost_per_example_where_that_is_cheaper():
     # With the knee (x (1 + B / 1024)) the model's cost per example rises past B = 181:
     # from B = 256 (360 units a cell-step) to 1024 (2112), the same cost per example,
@@ -40,7 +53,7 @@ def test_past_the_largest_the_same_cost_per_example_where_that_is_cheaper():
     step_work = {b: (b + 32.0) * (1 + b / 1024) for b in (128, 256, 1024)}
     points = [(128, 0.5), (256, 1.0)]
     assert eta_model.rate_at(points, 1024, step_work) == pytest.approx(360.0 / 528.0)
-    assert eta_model.rate_at(points, 1024) == 1.0  # no step work: the largest's rate
+    assert eta_model.rate_at(points, 1024) == 1.0  # no step work: the highest rate
 
 
 def test_plan_counts_down_the_packs_started():

@@ -26,18 +26,26 @@ def rate_at(points: List[Tuple[int, float]], batch_size: int,
 
     Args:
       step_work: work units of one cell-step per batch size (the plan's); without it,
-        past the largest measured batch size the rate stays that one's.
+        past the largest measured batch size the rate is the highest measured.
 
     Between two measured batch sizes the rate is interpolated as a power of B (a line in
     log B, log rate), as batch sizes double from pack to pack; below the smallest, it is
-    the smallest's. Past the largest measured, it is the cheaper of two scalings of that
-    one's cost: the work model's (the same rate per work unit) and the same cost per
-    example. The work model's steps cost less per example as the batch grows (its fixed
-    overhead of 32 examples) and past B = 181 more again (engine.WORK_KNEE_BATCH, fitted
-    on another machine); where a machine's cost per example stays flat, as on this one
-    from B = 16 on (BENCHMARKS.md), the knee alone would price B = 512 and 1024 15-40%
-    high from B = 128 and 256. (Across XLA's packs, B <= 4, and the first one without,
-    the cheaper is the work model's: it divides XLA's work by engine.XLA_AUTO_SPEEDUP.)
+    the smallest's. Past the largest measured, it is the cheaper of:
+
+    - the highest rate per work unit measured at any batch size: the work model's
+      scaling, with a rate that does not fall at larger batches. On the machines
+      measured it stayed flat (the one the model was fitted on) or grew with B (this
+      2-core AMD one: 1.4-1.8x the B = 1 pack's at B = 4 to 16, 2.6-4.3x from B = 32 on;
+      BENCHMARKS.md), while between packs it jitters (B = 8 read 0.66-0.88x B = 4's):
+      the largest batch's own rate priced what followed 12 points lower at 70% of the
+      demo's work in one of three recordings, and no better in the others;
+    - the largest's cost per example, the same at any larger B. The work model's steps
+      cost less per example as the batch grows (its fixed overhead of 32 examples) and
+      past B = 181 more again (engine.WORK_KNEE_BATCH, fitted on another machine); where
+      a machine's cost per example stays flat, as on this one from B = 16 on, the knee
+      alone would price B = 512 and 1024 15-40% high from B = 128 and 256. (From XLA's
+      packs, B <= 4, to the first one without, this is never the cheaper: the model
+      divides XLA's work by engine.XLA_AUTO_SPEEDUP.)
 
     A line in B through the largest two or three measured (a step's cost: a fixed part
     plus a cost per example) was tried on three recorded demo runs and not kept: through
@@ -59,10 +67,11 @@ def rate_at(points: List[Tuple[int, float]], batch_size: int,
             t = math.log(batch_size / b0) / math.log(b1 / b0)
             return math.exp(math.log(r0) + t * (math.log(r1) - math.log(r0)))
     largest, rate = points[-1]
+    highest = max(r for _, r in points)
     if not step_work or largest not in step_work or batch_size not in step_work:
-        return rate
+        return highest
     per_example = rate * step_work[largest] / largest  # seconds per example of a step
-    return min(rate, per_example * batch_size / step_work[batch_size])
+    return min(highest, per_example * batch_size / step_work[batch_size])
 
 
 class BatchRates:
