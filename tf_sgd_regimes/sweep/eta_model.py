@@ -1,8 +1,8 @@
 """The ETA's price of compute per batch size, learnt from the packs this session measured.
 
 The work model (engine.cell_work) prices a cell's compute by its steps and batch size, but
-its curve was fitted on one machine: on another, batches past the caches cost 2-4x more
-per work unit than the small ones (BENCHMARKS.md, issue 13's ETA section). So each batch
+its curve was fitted on one machine: on another, batches from B = 32 on cost 2.5-4.3x
+more per work unit than B = 1 (BENCHMARKS.md, issue 13's ETA section). So each batch
 size still to come is priced by what the measured ones cost, interpolated in log B, and
 past the largest measured one scaled from it.
 """
@@ -35,17 +35,17 @@ def rate_at(points: List[Tuple[int, float]], batch_size: int,
     - the highest rate per work unit measured at any batch size: the work model's
       scaling, with a rate that does not fall at larger batches. On the machines
       measured it stayed flat (the one the model was fitted on) or grew with B (this
-      2-core AMD one: 1.4-1.8x the B = 1 pack's at B = 4 to 16, 2.6-4.3x from B = 32 on;
-      BENCHMARKS.md), while between packs it jitters (B = 8 read 0.66-0.88x B = 4's):
-      the largest batch's own rate priced what followed 12 points lower at 70% of the
-      demo's work in one of three recordings, and no better in the others;
+      2-core AMD one: 1.2-2.3x the B = 1 pack's at B = 4 to 16, 2.5-4.3x from B = 32 on;
+      BENCHMARKS.md), while from pack to pack it jitters (B = 8 read 0.66-1.25x B = 4's):
+      the largest batch's own rate priced what followed 6 and 12 points lower at 62-70%
+      of the demo's work in two of three recordings (the same in the third);
     - the largest's cost per example, the same at any larger B. The work model's steps
       cost less per example as the batch grows (its fixed overhead of 32 examples) and
       past B = 181 more again (engine.WORK_KNEE_BATCH, fitted on another machine); where
-      a machine's cost per example stays flat, as on this one from B = 16 on, the knee
-      alone would price B = 512 and 1024 15-40% high from B = 128 and 256. (From XLA's
-      packs, B <= 4, to the first one without, this is never the cheaper: the model
-      divides XLA's work by engine.XLA_AUTO_SPEEDUP.)
+      a machine's cost per example stays flat, as on this one from B = 32 on, the knee
+      alone priced B = 512 and 1024 8-47% high from B = 128 and 256. (Past XLA's packs,
+      B <= 4, this bound is loose: the model divides their work by
+      engine.XLA_AUTO_SPEEDUP, so their cost per example in work units is high.)
 
     A line in B through the largest two or three measured (a step's cost: a fixed part
     plus a cost per example) was tried on three recorded demo runs and not kept: through
