@@ -59,9 +59,9 @@ def test_past_the_largest_the_same_cost_per_example_where_that_is_cheaper():
 def test_plan_counts_down_the_packs_started():
     plan = eta_model.Plan({"4": [900.0, 30, 3000], 8: [400.0, 20, 1000]})  # JSON keys too
     assert plan.step_work == {4: 0.3, 8: 0.4}
-    plan.start(4, 300.0, 10, 100)
+    plan.start(4, 300.0)
     assert plan.work_left() == {4: 600.0, 8: 400.0}
-    plan.start(8, 500.0, 20, 50)  # a retried pack trains more than is left: none left
+    plan.start(8, 500.0)  # a retried pack trains more than is left: none left
     assert plan.work_left() == {4: 600.0}
 
 

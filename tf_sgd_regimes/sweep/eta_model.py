@@ -100,25 +100,23 @@ class BatchRates:
 
 
 class Plan:
-    """The work, cells and cell-steps left per batch size: the session's plan, less the
-    packs started since."""
+    """The work left per batch size: the session's plan (work, cells, cell-steps per
+    batch size), less the packs started since."""
 
     def __init__(self, plan: Dict):
         # Keys may come back from JSON as strings (tools/eta_replay.py).
-        self._left = {int(b): [float(v) for v in row] for b, row in plan.items()}
+        rows = {int(b): [float(v) for v in row] for b, row in plan.items()}
+        self._work_left = {b: row[0] for b, row in rows.items()}
         # Work units per cell-step of each batch size (rate_at's step_work).
-        self.step_work = {b: row[0] / row[2] for b, row in self._left.items() if row[2] > 0}
+        self.step_work = {b: row[0] / row[2] for b, row in rows.items() if row[2] > 0}
 
-    def start(self, batch_size: int, work: float, cells: int, steps: int) -> None:
-        row = self._left.get(int(batch_size))
-        if row is None:
-            return
-        row[0] = max(row[0] - float(work), 0.0)
-        row[1] = max(row[1] - float(cells), 0.0)
-        row[2] = max(row[2] - float(steps) * float(cells), 0.0)
+    def start(self, batch_size: int, work: float) -> None:
+        if int(batch_size) in self._work_left:
+            left = self._work_left[int(batch_size)] - float(work)
+            self._work_left[int(batch_size)] = max(left, 0.0)
 
     def work_left(self) -> Dict[int, float]:
-        return {b: row[0] for b, row in self._left.items() if row[0] > 0}
+        return {b: work for b, work in self._work_left.items() if work > 0}
 
 
 def later_packs_budget(packs: List[dict], running_one_off: Optional[float],

@@ -314,7 +314,7 @@ class Progress:
         self._pack_steps = int(steps)
         self._pack_batch = int(batch_size)
         if self._plan is not None:
-            self._plan.start(batch_size, pack_work, cells, steps)
+            self._plan.start(batch_size, pack_work)
         self._gap_s = self._gap_work = 0.0
         self._gaps = 0
         self._pack_recorded = 0
