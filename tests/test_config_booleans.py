@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from tf_sgd_regimes import engine as engine_lib
 from tf_sgd_regimes import experiments
+from tf_sgd_regimes import member_map
 
 ConfigError = experiments.ConfigError
 
@@ -80,12 +81,19 @@ def test_a_string_set_in_a_config_function_is_parsed_too():
         experiments.validate(config)
 
 
+@pytest.mark.parametrize("onednn", [True, False])
 @pytest.mark.parametrize("model, batch_size, expected", [
     ("mlp", 1, True), ("mlp", 4, True), ("mlp", 16, False), ("mlp", None, False),
     ("small_autoencoder", 4, True), ("small_autoencoder", 16, False),
-    ("small_cnn", 1, False), ("small_lstm_lm", 1, False),
+    # Packed convnets: grouped convolutions with oneDNN, XLA's batched matmuls without.
+    ("small_cnn", 1, "no oneDNN"), ("small_cnn", 256, "no oneDNN"),
+    ("small_wrn", 512, "no oneDNN"), ("small_cnn", None, False),
+    ("wide_resnet", 32, False), ("small_lstm_lm", 1, False),
 ])
-def test_auto_follows_the_measured_table(model, batch_size, expected):
+def test_auto_follows_the_measured_table(model, batch_size, expected, onednn, monkeypatch):
+    monkeypatch.setattr(member_map, "onednn_enabled", lambda: onednn)
+    if expected == "no oneDNN":
+        expected = not onednn
     config = experiments.get_config("digits_mlp_epoch_budget")
     config.model.name = model
     assert engine_lib.use_xla(config, tf.distribute.get_strategy(), batch_size) is expected

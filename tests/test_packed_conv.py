@@ -45,6 +45,89 @@ def test_grouped_conv2d_is_k_separate_convolutions():
             np.testing.assert_allclose(packed[k].numpy(), alone.numpy(), rtol=1e-5, atol=1e-5)
 
 
+# (input [K, B, H, W, C], kernel [K, kh, kw, C, O], strides, padding, dilations): the
+# paper models' convolutions (3x3 and 1x1 at strides 1 and 2, ResNet-50's 7x7 stem) and
+# the odd cases (odd sizes under SAME, VALID, dilation, unequal strides).
+SHIFTED_CASES = [
+    ((3, 2, 8, 8, 4), (3, 3, 3, 4, 5), (1, 1, 1, 1), "SAME", (1, 1, 1, 1)),
+    ((3, 2, 8, 8, 4), (3, 3, 3, 4, 5), (1, 2, 2, 1), "SAME", (1, 1, 1, 1)),
+    ((3, 2, 7, 7, 4), (3, 3, 3, 4, 5), (1, 2, 2, 1), "SAME", (1, 1, 1, 1)),
+    ((3, 2, 8, 8, 4), (3, 1, 1, 4, 5), (1, 2, 2, 1), "SAME", (1, 1, 1, 1)),
+    ((3, 2, 9, 9, 3), (3, 7, 7, 3, 4), (1, 2, 2, 1), "SAME", (1, 1, 1, 1)),
+    ((3, 2, 7, 6, 4), (3, 2, 3, 4, 5), (1, 2, 1, 1), "VALID", (1, 1, 1, 1)),
+    ((3, 2, 9, 9, 4), (3, 3, 3, 4, 5), (1, 1, 1, 1), "SAME", (1, 2, 2, 1)),
+]
+
+
+@pytest.mark.parametrize("x_shape,k_shape,strides,padding,dilations", SHIFTED_CASES)
+@pytest.mark.parametrize("jit", [False, True])
+def test_shifted_conv2d_is_k_separate_convolutions_and_their_gradients(
+        x_shape, k_shape, strides, padding, dilations, jit):
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.standard_normal(x_shape), tf.float32)
+    kernel = tf.constant(rng.standard_normal(k_shape), tf.float32)
+    y_weights = tf.constant(rng.standard_normal((x_shape[0],)), tf.float32)
+
+    @tf.function(jit_compile=jit)
+    def packed(x, kernel):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            y = member_map.shifted_conv2d(x, kernel, strides, padding, dilations=dilations)
+            # Member k's loss weighted by y_weights[k]: a mixed-up member shows.
+            loss = tf.reduce_sum(tf.reduce_sum(tf.square(y), [1, 2, 3, 4]) * y_weights)
+        return (y,) + tuple(tape.gradient(loss, [x, kernel]))
+
+    # TF's CPU kernels have no dilated convolution gradient: XLA's serves as reference.
+    @tf.function(jit_compile=dilations != (1, 1, 1, 1))
+    def member_alone(x, kernel, k):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            alone = tf.nn.conv2d(x[k], kernel[k], strides, padding, dilations=dilations)
+            loss = tf.reduce_sum(tf.square(alone)) * y_weights[k]
+        return (alone,) + tuple(tape.gradient(loss, [x, kernel]))
+
+    y, dx, dkernel = packed(x, kernel)
+    for k in range(x_shape[0]):
+        alone, dx_alone, dk_alone = member_alone(x, kernel, k)
+        np.testing.assert_allclose(y[k].numpy(), alone.numpy(), rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(dx[k].numpy(), dx_alone[k].numpy(), rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(dkernel[k].numpy(), dk_alone[k].numpy(), rtol=1e-4,
+                                   atol=1e-3)
+
+
+def test_under_xla_on_cpu_a_pack_convolves_with_batched_matmuls(monkeypatch):
+    # XLA's CPU grouped convolution is ~500x slower (BENCHMARKS.md): under XLA off a TPU
+    # the converter emits shifted_conv2d's matmuls, no convolution and no member loop.
+    # A non-finite member stays its own (the members are the matmuls' batch axis).
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 2, 8, 8, 4)).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, 3, 4, 5)).astype(np.float32)
+
+    @tf.function(jit_compile=True)
+    def packed(x, kernel):
+        with tf.GradientTape() as tape:
+            tape.watch(kernel)
+            y = member_map.vectorize(
+                lambda args: tf.nn.conv2d(args[0], args[1], 2, "SAME"), (x, kernel))
+            total = tf.reduce_sum(tf.square(y))
+        return y, tape.gradient(total, kernel)
+
+    graph = packed.get_concrete_function(tf.constant(x), tf.constant(kernel)).graph
+    vectorized = [op.type for op in graph.get_operations() if "pfor" in op.name]
+    assert "Conv2D" not in vectorized and not [t for t in vectorized if "While" in t]
+    # One per kernel offset, and its two gradients (input and kernel).
+    assert sum("MatMul" in t for t in vectorized) == 3 * 9
+    y, grad = packed(tf.constant(x), tf.constant(kernel))
+    bad = x.copy()
+    bad[0, 1, 2, 3, 0] = np.nan
+    _, bad_grad = packed(tf.constant(bad), tf.constant(kernel))
+    np.testing.assert_allclose(bad_grad[1:].numpy(), grad[1:].numpy(), rtol=1e-6)
+    assert np.all(np.isnan(bad_grad[0].numpy()))
+    for k in range(3):
+        alone = tf.nn.conv2d(x[k], kernel[k], 2, "SAME")
+        np.testing.assert_allclose(y[k].numpy(), alone.numpy(), rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("name", CONV_MODELS)
 def test_packed_conv_model_equals_each_member_alone(name, monkeypatch):
     tiny = models.tiny_config(name)
@@ -89,7 +172,7 @@ def test_packed_conv_model_equals_each_member_alone(name, monkeypatch):
     # run, since without oneDNN the grouped gradient has no kernel): one convolution per
     # conv layer, no loop over members. The vectorised ops live under the "pfor" name
     # scope (the per-member trace they were converted from stays as dead code).
-    monkeypatch.setattr(member_map, "_onednn_enabled", lambda: True)
+    monkeypatch.setattr(member_map, "onednn_enabled", lambda: True)
     graph = tf.function(packed.python_function).get_concrete_function(stacked).graph
     vectorized = [op for op in graph.get_operations() if "pfor" in op.name]
     convs = sum(isinstance(layer, keras.layers.Conv2D) for layer in template.layers)
@@ -132,7 +215,7 @@ def test_without_onednn_a_packed_convnet_trains_member_by_member(monkeypatch):
     # then leaves each member's convolution to pfor's loop, which must still equal each
     # member alone (the choice is simulated here, whatever this CPU has; the next test runs
     # the real kernels with oneDNN off).
-    monkeypatch.setattr(member_map, "_onednn_enabled", lambda: False)
+    monkeypatch.setattr(member_map, "onednn_enabled", lambda: False)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((3, 2, 7, 7, 4)), tf.float32)
     kernel = tf.constant(rng.standard_normal((3, 3, 3, 4, 5)), tf.float32)

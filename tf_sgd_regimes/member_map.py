@@ -17,6 +17,10 @@ the packed engine needs:
   feature_group_count = members (K independent convolutions as one op, forward and
   backward). Measured on 2 cores for 30 members, B = 32, 8x8x8 -> 16 channels, forward
   and kernel gradient: 40.8 ms with the while loop, 5.5 ms grouped (BENCHMARKS.md).
+  Where the grouped form is slow or missing the converter picks another: under XLA on a
+  CPU (XLA's CPU grouped convolution is ~500x slower) one batched matmul per kernel
+  offset (`shifted_conv2d`); without XLA and without oneDNN (TF's CPU kernels have no
+  grouped gradient there) pfor's loop over members.
 
 Both reach into TF's parallel_for internals (`_pfor_impl`, the converter registry); when
 they are missing (another TF version) `vectorize` falls back to `tf.vectorized_map`, and
@@ -40,10 +44,10 @@ except ImportError:  # pragma: no cover - another TF layout
 try:  # private: whether TensorFlow's oneDNN kernels are on (TF_ENABLE_ONEDNN_OPTS)
     from tensorflow.python.util import _pywrap_util_port
 
-    def _onednn_enabled() -> bool:
+    def onednn_enabled() -> bool:
         return bool(_pywrap_util_port.IsMklEnabled())
 except ImportError:  # pragma: no cover - another TF layout: assume TF's usual default
-    def _onednn_enabled() -> bool:
+    def onednn_enabled() -> bool:
         return True
 
 _warned_no_onednn = []
@@ -80,7 +84,20 @@ def _grouped_convolutions():
         if (not pfor_input.input(1)[1]  # one kernel for every member: TF's own converter
                 or pfor_input.get_attr("data_format") not in (b"NHWC", "NHWC")):
             return original(pfor_input)
-        if not _in_xla_context() and not _onednn_enabled():
+        if _in_xla_context() and _xla_on_cpu():
+            pfor_input.stack_inputs(stack_indices=[0])
+        if (_in_xla_context() and _xla_on_cpu()
+                and _static(pfor_input.stacked_input(0), pfor_input.stacked_input(1))):
+            # XLA's CPU grouped convolution is ~500x slower than the ops it replaces
+            # (BENCHMARKS.md): there, the pack's convolution is one batched matmul per
+            # kernel offset (shifted_conv2d), which XLA fuses with the slicing.
+            return _pfor_lib.wrap(shifted_conv2d(
+                pfor_input.stacked_input(0), pfor_input.stacked_input(1),
+                strides=pfor_input.get_attr("strides"),
+                padding=pfor_input.get_attr("padding"),
+                explicit_paddings=pfor_input.get_attr("explicit_paddings"),
+                dilations=pfor_input.get_attr("dilations")), True)
+        if not _in_xla_context() and not onednn_enabled():
             # Without oneDNN (TensorFlow's default on CPUs without AVX-512, e.g. AMD EPYC,
             # or TF_ENABLE_ONEDNN_OPTS=0) TF's CPU kernels compute a grouped convolution
             # but not its gradients ("Gradients for grouped convolutions are not
@@ -92,7 +109,9 @@ def _grouped_convolutions():
                 _warned_no_onednn.append(True)
                 tf.get_logger().warning(
                     "tf_sgd_regimes: TensorFlow's oneDNN kernels are off on this CPU, so "
-                    "a pack's convolutions run member by member (slower). "
+                    "without XLA a pack's convolutions run member by member (slower). "
+                    "--config.train.jit_compile=auto (which picks XLA for the embedded "
+                    "convnets here) or true makes them batched matmuls; "
                     "TF_ENABLE_ONEDNN_OPTS=1, set before TensorFlow is imported, gives "
                     "one grouped convolution per layer (README, 'oneDNN').")
             return original(pfor_input)
@@ -149,6 +168,70 @@ def grouped_conv2d(x, kernel, strides=(1, 1, 1, 1), padding="SAME", explicit_pad
     y_shape = tf.shape(y)
     y = tf.reshape(y, tf.stack([y_shape[0], y_shape[1], y_shape[2], members, k_shape[4]]))
     return tf.transpose(y, [3, 0, 1, 2, 4])
+
+
+def _static(x, kernel) -> bool:
+    """The shapes shifted_conv2d needs at trace time: the input's and the kernel's
+    spatial sizes."""
+    return (x.shape.rank == 5 and None not in x.shape[2:4]
+            and kernel.shape.rank == 5 and None not in kernel.shape[1:3])
+
+
+def _xla_on_cpu() -> bool:
+    """XLA compiles for the CPU here: no TPU strategy is tracing and no GPU is visible
+    (on both of those XLA's grouped convolution is the accelerator's own)."""
+    strategy = tf.distribute.get_strategy()
+    if isinstance(strategy, (tf.distribute.TPUStrategy,
+                             getattr(tf.distribute.experimental, "TPUStrategy", ()))):
+        return False
+    return not tf.config.list_logical_devices("GPU")
+
+
+def _same_padding(size: int, k: int, stride: int, dilation: int) -> tuple:
+    """(output size, padding before, padding after) of TF's "SAME" along one axis."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (k - 1) * dilation + 1 - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def shifted_conv2d(x, kernel, strides=(1, 1, 1, 1), padding="SAME", explicit_paddings=(),
+                   dilations=(1, 1, 1, 1)):
+    """K convolutions, member k's input x[k] with its kernel kernel[k], as kh x kw batched
+    matmuls: for each kernel offset (i, j) the input window it sees (a strided slice of
+    the padded input) times kernel[:, i, j], summed. The members stay on the batch axis
+    of the matmuls, so they cannot mix (no grouped convolution's zero holes, see
+    _xla_grouped_conv) and no transposes are needed. Used under XLA on CPU, where XLA
+    fuses the slices into the dots; without XLA TF's per-member convolutions are faster
+    on the shapes measured (BENCHMARKS.md).
+
+    Args, returns: as grouped_conv2d; x's spatial size and the kernel's must be static.
+    """
+    if isinstance(padding, bytes):
+        padding = padding.decode()
+    height, width = x.shape[2], x.shape[3]
+    kh, kw = kernel.shape[1], kernel.shape[2]
+    (sh, sw), (dh, dw) = (list(strides)[1:3], list(dilations)[1:3])
+    if padding == "SAME":
+        oh, top, bottom = _same_padding(height, kh, sh, dh)
+        ow, left, right = _same_padding(width, kw, sw, dw)
+    else:
+        top, bottom, left, right = ((list(explicit_paddings)[2:6]) if padding == "EXPLICIT"
+                                    else (0, 0, 0, 0))
+        oh = (height + top + bottom - (kh - 1) * dh - 1) // sh + 1
+        ow = (width + left + right - (kw - 1) * dw - 1) // sw + 1
+    if top or bottom or left or right:
+        x = tf.pad(x, [[0, 0], [0, 0], [top, bottom], [left, right], [0, 0]])
+    shape = tf.shape(x)
+    members, batch = shape[0], shape[1]
+    rows = tf.stack([members, batch * oh * ow, -1])
+    y = None
+    for i in range(kh):
+        for j in range(kw):
+            window = x[:, :, i * dh:i * dh + (oh - 1) * sh + 1:sh,
+                       j * dw:j * dw + (ow - 1) * sw + 1:sw, :]
+            part = tf.matmul(tf.reshape(window, rows), kernel[:, i, j])
+            y = part if y is None else y + part
+    return tf.reshape(y, tf.stack([members, batch, oh, ow, tf.shape(kernel)[4]]))
 
 
 def _in_xla_context() -> bool:
