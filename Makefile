@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) -m tf_sgd_regimes.run
 
 test: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -n 2 --dist loadfile -q
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -n 2 --dist loadfile -q --durations=25
 
 benchmark: $(STAMP)
 	$(PY) tools/benchmark_packing.py
