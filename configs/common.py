@@ -47,6 +47,10 @@ def base_config() -> ml_collections.ConfigDict:
         "enabled": False, "max_rounds": 4, "max_added_per_edge": 4, "lrs_per_round": 1,
         "step": 0.0})  # step 0 = the grid's own ratio at that edge
     config.sweep.pack_size = 0  # members per pack; 0 = every lr and seed of one (opt, B)
+    # The order the batch sizes' packs run in: "spread" (largest, smallest, then bisecting,
+    # so the ETA sees the range's costs early; grid.spread) or "ascending". Results per
+    # cell do not depend on it.
+    config.sweep.pack_order = "spread"
 
     config.train = ml_collections.ConfigDict()
     config.train.steps_per_call = 128  # steps per compiled call (amortises dispatch)

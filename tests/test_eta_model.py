@@ -93,3 +93,26 @@ def test_progress_prices_the_packs_to_come_by_their_batch_size():
     # Without the plan, the recent packs holding half the cells (both) price it: 30 s
     # of compute for 20 units.
     assert _two_packs_measured(None).eta() == pytest.approx(1.5 * 20.0)
+
+
+
+def test_a_pack_not_yet_measured_is_priced_at_its_own_batch_size_not_the_last_packs():
+    # Packs need not come in ascending batch size (grid.spread): B = 2 at 2 s per work
+    # unit, then B = 1 at 1 s, then B = 4, whose first chunk compiles (no measurement).
+    now = [0.0]
+    plan = {1: [10.0, 3, 30], 2: [10.0, 1, 5], 4: [20.0, 1, 5]}
+    progress = progress_lib.Progress(5, 40.0, stream=io.StringIO(), min_interval_s=1e9,
+                                     clock=lambda: now[0], engine_times_chunks=True,
+                                     plan=plan)
+    for batch_size, rate, cells in ((2, 2.0, 1), (1, 1.0, 3)):
+        progress.start_pack(f"pack B={batch_size}", 10.0, cells=cells, batch_size=batch_size)
+        for work in (5.0, 10.0):
+            now[0] += 5.0 * rate
+            progress.pack_step(work, compute_s=5.0 * rate)
+        progress.end_pack(cells, 0, 10.0)
+    progress.start_pack("pack B=4", 20.0, cells=1, batch_size=4)
+    now[0] += 3.0
+    progress.pack_step(5.0)  # compiled: not measured
+    # Its 15 units left at B = 4's price from B = 1 and 2 (2 s per unit, past the largest),
+    # not at the last pack's (B = 1's) 1 s; nothing else is left.
+    assert progress.eta() == pytest.approx(2.0 * 15.0)

@@ -353,6 +353,35 @@ def test_a_changed_config_is_refused_and_a_grown_grid_runs_only_new_cells(refere
     assert len(new) == 4 and all("_lr0.1_" in c for c in new)
 
 
+def test_a_work_directory_begun_in_ascending_order_resumes_in_the_spread_order(reference,
+                                                                              tmp_path):
+    """A sweep stopped mid-pack under the old order (smallest batch first) resumes under
+    the default spread order: the stopped pack first from its checkpoint, then the rest,
+    each cell once, every result the spread-order reference's."""
+    reference_dir, reference_records = reference
+    workdir = str(tmp_path / "w")
+    process = subprocess.Popen(fx.cli_args(workdir, "sweep.pack_order=ascending"),
+                               env=fx.env(), cwd=fx.REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    # A checkpoint of the second pack (B = 16's second half): one pack recorded, one in flight.
+    assert _wait_for(lambda: fx.record_count(workdir) >= 3 and bool(_manifests(workdir)),
+                     process, 180)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == signals.EXIT_PREEMPTED, output[-3000:]
+    before = fx.read_records(workdir)
+    assert before and all("_B00016_" in c for c in before)  # the old order: B = 16 first
+    resumed = fx.run_cli(workdir)  # the config's default order
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    if re.search(r"stopped at step (\d+)", output):  # the signal came mid-pack
+        assert "resumed from checkpoint" in resumed.stdout + resumed.stderr
+    records = fx.read_records(workdir)  # fails if a cell has two records
+    assert set(records) == _expected_cells(fx.config())
+    assert [r["cell_id"] for r in ledger.read(workdir)] == sorted(records)
+    _assert_same_results(records, reference_records)
+    assert not os.path.exists(resume.checkpoints_dir(workdir))
+
+
 def test_divergence_never_stops_a_sweep_and_is_never_optimal(tmp_path):
     """Promise 5: 4 cells in a row diverge at step 1; the sweep finishes; optimum is finite."""
     sweep, _ = _sweep(tmp_path, "sweep.batch_sizes=(32,)", "sweep.optimizers=('sgd',)",

@@ -489,3 +489,41 @@ def test_eta_learns_the_compute_per_batch_size_of_a_machine_unlike_the_work_mode
     assert max(abs(e) for e in late["one rate"]) > 0.3  # the old pricing fails here
     mean = {name: sum(abs(e) for _, e in rows) / len(rows) for name, rows in errors.items()}
     assert mean["by batch size"] < mean["one rate"] - 0.05, mean
+
+
+def test_spread_order_visits_both_ends_first_then_bisects():
+    sizes = [2**i for i in range(11)]  # the demo's 1 .. 1024
+    assert grid.spread(sizes) == [1024, 1, 32, 4, 128, 2, 8, 64, 256, 16, 512]
+    assert grid.spread([64, 8, 1024]) == [1024, 8, 64]  # declared order does not matter
+    assert grid.spread([64]) == [64] and grid.spread([16, 32]) == [32, 16]
+    for count in range(1, 20):  # every batch size exactly once
+        values = list(range(1, count + 1))
+        assert sorted(grid.spread(values)) == values
+
+
+@pytest.mark.parametrize("order", ["spread", "ascending"])
+def test_the_oracle_hands_out_packs_in_the_configured_batch_size_order(order, tmp_path):
+    config = nqm_config(1, 1, "sweep.batch_sizes=(4,8,16,32,64)", f"sweep.pack_order={order}")
+    expected = [64, 4, 16, 8, 32] if order == "spread" else [4, 8, 16, 32, 64]
+    cells = grid.all_cells(config, lambda b: 1.0)
+    assert [c.batch_size for c in cells[::2]] == expected  # 2 optimizers x 1 lr x 1 seed
+    oracle = grid.make_oracle(config, str(tmp_path / "kt"))
+    handed = []
+    for _ in range(len(cells)):
+        trial = oracle.create_trial("w/0")
+        handed.append(grid.cell_from_values(config, trial.hyperparameters.values,
+                                            lambda b: 1.0))
+        oracle.update_trial(trial.trial_id, {"score": 1.0})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    assert handed == cells  # the oracle and all_cells (the handout's index) agree
+    assert oracle.create_trial("w/0").status == "STOPPED"
+
+
+def test_an_unknown_pack_order_is_refused_by_name():
+    assert experiments.PACK_ORDERS == grid.PACK_ORDERS
+    with pytest.raises(experiments.ConfigError, match="pack_order='random'.*spread"):
+        experiments.validate(nqm_config(1, 1, "sweep.pack_order=random"))
+    config = nqm_config(1, 1, "sweep.pack_order=ascending")
+    experiments.validate(config)  # a known order is fine, and does not change the hash
+    assert experiments.config_hash(config) == experiments.config_hash(nqm_config(1, 1))

@@ -338,6 +338,9 @@ def validate(config: ml_collections.ConfigDict, num_train: int = 0, replicas: in
     if not 0 <= sweep.momentum < 1:
         raise ConfigError(f"config.sweep.momentum={sweep.momentum}: must be in [0, 1)")
     _positive_list(sweep.batch_sizes, "config.sweep.batch_sizes", integer=True)
+    if sweep.get("pack_order", "ascending") not in PACK_ORDERS:
+        raise ConfigError(f"config.sweep.pack_order={sweep.pack_order!r}: use one of "
+                          f"{PACK_ORDERS}")
     _positive_list(sweep.effective_lrs, "config.sweep.effective_lrs")
     if not sweep.seeds:
         raise ConfigError("config.sweep.seeds is empty")
@@ -449,12 +452,17 @@ def _positive_list(values, field: str, integer: bool = False) -> None:
             raise ConfigError(f"{field}: {value!r} must be a whole number")
 
 
+# sweep.pack_order's values (sweep/grid.py's batch_size_order; not imported from there,
+# which would load keras-tuner to validate a config).
+PACK_ORDERS = ("spread", "ascending")
+
 # Fields that may grow on resume without changing what any finished cell means.
 GRID_FIELDS = ("sweep.batch_sizes", "sweep.effective_lrs", "sweep.seeds",
                "sweep.epoch_budgets", "sweep.optimizers")
 # Fields that only change how fast or where cells run, or how they are analysed.
-RUN_ONLY_FIELDS = ("sweep.pack_size", "sweep.extend_edges", "train.steps_per_call",
-                   "train.eval_batch_size", "train.log_every_steps", "train.intra_op_threads",
+RUN_ONLY_FIELDS = ("sweep.pack_size", "sweep.pack_order", "sweep.extend_edges",
+                   "train.steps_per_call", "train.eval_batch_size", "train.log_every_steps",
+                   "train.intra_op_threads",
                    "train.checkpoint_every_s", "train.noise_scale", "strategy", "tpu_address",
                    "cost", "description", "analysis", "tensorboard")
 

@@ -69,6 +69,44 @@ def budget_steps(config, batch_size: int, steps_per_epoch: float,
     return steps, epochs
 
 
+PACK_ORDERS = ("spread", "ascending")
+
+
+def spread(values: List[int]) -> List[int]:
+    """`values` (batch sizes) largest first, then smallest, then bisecting: each next one
+    the middle (by rank, so in log B for doubling sizes) of the widest gap left.
+
+    The ETA prices a batch size still to come by the rates measured at the batch sizes
+    already trained (eta_model): trained in ascending order, no pack before B = 32 shows
+    what the large ones cost (2.5-4.3x the small ones' compute per work unit on the
+    2-core machine, BENCHMARKS.md). Both ends first make every later one interpolated.
+    """
+    ranked = sorted(values)
+    if len(ranked) <= 2:
+        return ranked[::-1]
+    order = [len(ranked) - 1, 0]
+    gaps = [(0, len(ranked) - 1)]  # breadth first: the widest gaps are split first
+    while gaps:
+        low, high = gaps.pop(0)
+        if high - low < 2:
+            continue
+        middle = (low + high) // 2
+        order.append(middle)
+        gaps += [(low, middle), (middle, high)]
+    return [ranked[i] for i in order]
+
+
+def batch_size_order(config) -> List[int]:
+    """The batch sizes in the order their packs run (config.sweep.pack_order)."""
+    sizes = [int(b) for b in config.sweep.batch_sizes]
+    order = config.sweep.get("pack_order", "ascending")
+    if order == "spread":
+        return spread(sizes)
+    if order == "ascending":
+        return sorted(sizes)
+    raise ValueError(f"config.sweep.pack_order={order!r}: use one of {PACK_ORDERS}")
+
+
 def hyperparameters(config) -> kt.HyperParameters:
     """The grid as keras-tuner hyperparameters, declared in pack order.
 
@@ -79,7 +117,7 @@ def hyperparameters(config) -> kt.HyperParameters:
     hp = kt.HyperParameters()
     if sweep.epoch_budgets:
         hp.Choice("epochs", [float(e) for e in sweep.epoch_budgets])
-    hp.Choice("batch_size", [int(b) for b in sweep.batch_sizes])
+    hp.Choice("batch_size", batch_size_order(config))
     hp.Choice("optimizer", list(sweep.optimizers))
     hp.Choice("effective_lr", [float(lr) for lr in sweep.effective_lrs])
     hp.Choice("seed", [int(s) for s in sweep.seeds])
@@ -104,7 +142,7 @@ def all_cells(config, steps_per_epoch) -> List[Cell]:
     budgets = list(sweep.epoch_budgets) or [None]
     cells = []
     for epochs in budgets:
-        for batch_size in sweep.batch_sizes:
+        for batch_size in batch_size_order(config):
             for optimizer in sweep.optimizers:
                 for lr in sweep.effective_lrs:
                     for seed in sweep.seeds:

@@ -153,7 +153,11 @@ class Progress:
         if self._train_end is not None and trained > 0:  # an engine that measures nothing
             return (self._train_end - self._pack_start) / trained
         if self._last_rate is not None:
-            return self._last_rate
+            # Nothing measured in this pack yet (its first chunk traced or compiled): its
+            # batch size's rate from those measured, else the last pack's. Packs need not
+            # come in ascending batch size (grid.spread), and the last pack's rate can be
+            # 4x off (the demo's B = 2 pack after B = 128 read up to +74%).
+            return self._batch_rate(self._pack_batch) or self._last_rate
         if trained > 0:  # the first pack, before its first measurement: all it took
             return (self.clock() - self._pack_start) / trained
         return None
@@ -275,6 +279,16 @@ class Progress:
             return None
         return sum(eta_model.rate_at(points, b, self._plan.step_work) * w
                    for b, w in self._plan.work_left().items())
+
+    def _batch_rate(self, batch_size: int) -> Optional[float]:
+        """Compute seconds per work unit at `batch_size` from the finished packs' rates
+        per batch size (None: no plan, no batch size, or fewer than two measured)."""
+        if self._plan is None or batch_size <= 0:
+            return None
+        points = self._batch_rates.points()
+        if len(points) < 2:
+            return None
+        return eta_model.rate_at(points, batch_size, self._plan.step_work)
 
     def _running_one_off(self) -> float:
         """The running pack's traced chunks' seconds beyond their work."""
