@@ -87,7 +87,8 @@ def test_a_string_set_in_a_config_function_is_parsed_too():
     ("small_autoencoder", 4, True), ("small_autoencoder", 16, False),
     # Packed convnets: grouped convolutions with oneDNN, XLA's batched matmuls without.
     ("small_cnn", 1, "no oneDNN"), ("small_cnn", 256, "no oneDNN"),
-    ("small_wrn", 512, "no oneDNN"), ("small_cnn", None, False),
+    ("small_cnn", 512, False), ("small_wrn", 128, "no oneDNN"), ("small_wrn", 512, False),
+    ("small_cnn", None, False),
     ("wide_resnet", 32, False), ("small_lstm_lm", 1, False),
 ])
 def test_auto_follows_the_measured_table(model, batch_size, expected, onednn, monkeypatch):

@@ -507,14 +507,15 @@ def _expand(per_member, like):
 # grouped convolution is many times slower than oneDNN's), and so do LSTMs (no XLA form
 # packed) and unmeasured models.
 XLA_AUTO_MAX_BATCH = {"mlp": 4, "small_autoencoder": 4}
-# ... and these convnets at every batch size where TensorFlow's oneDNN kernels are off
+# ... and these convnets up to these batch sizes where TensorFlow's oneDNN kernels are off
 # (its default on CPUs without AVX-512, e.g. AMD EPYC). Without oneDNN a pack's
 # convolutions have no grouped gradient and run member by member, while under XLA on CPU
 # they are batched matmuls (member_map.shifted_conv2d): the digits CNN's packs measured
-# 4.5-5.7x faster and the WRN's 1.5x, at B = 32 and 128, compile included in the
-# experiments' whole times (BENCHMARKS.md, "Packed convolutions without oneDNN"). With
-# oneDNN on, the grouped convolution without XLA stays.
-XLA_AUTO_CONV_WITHOUT_ONEDNN = ("small_cnn", "small_wrn")
+# 4.5-5.7x faster at B = 32 and 128 and its whole experiment (B = 8-256) 2.7x; the WRN's
+# packs 1.5x at B = 32 and 128, but its B = 512 pack under XLA took 6.5 min and 8 GB
+# (BENCHMARKS.md, "Packed convolutions without oneDNN"), so larger WRN packs stay
+# member by member. With oneDNN on, the grouped convolution without XLA stays.
+XLA_AUTO_MAX_BATCH_WITHOUT_ONEDNN = {"small_cnn": 256, "small_wrn": 128}
 # How much less an XLA pack's step costs than the same pack's without XLA, per batch size
 # (the progress ETA prices the packs it has not seen by the work model): the demo's MLP
 # packs with one intra-op thread, measured compute (ChunkReport.compute_s) side by side,
@@ -570,9 +571,8 @@ def use_xla(config, strategy, batch_size: Optional[int] = None) -> bool:
     if jit != "auto":
         return jit
     largest = XLA_AUTO_MAX_BATCH.get(config.model.get("name"), 0)
-    if (config.model.get("name") in XLA_AUTO_CONV_WITHOUT_ONEDNN
-            and not member_map.onednn_enabled()):
-        largest = batch_size or 0
+    if not member_map.onednn_enabled():
+        largest = max(largest, XLA_AUTO_MAX_BATCH_WITHOUT_ONEDNN.get(config.model.get("name"), 0))
     # Measured on one device only: several replicas compile the step in parts.
     return (batch_size is not None and batch_size <= largest
             and strategy.num_replicas_in_sync == 1)
