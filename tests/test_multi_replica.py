@@ -86,6 +86,9 @@ _SCRIPT = textwrap.dedent("""
         config.train.steps_per_call = 3
         config.train.divergence_loss = 10.0
         config.train.eval_batch_size = 8
+        # Like for like: "auto" would compile the one-device CNN with XLA where oneDNN is
+        # off (engine.XLA_AUTO_MAX_BATCH_WITHOUT_ONEDNN) but never the replicas.
+        config.train.jit_compile = False
         for key, value in overrides.items():
             node, *path = key.split(".")
             target = config

@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -330,8 +331,14 @@ def test_cli_exits_2_on_an_unknown_data_set_and_1_when_every_cell_failed(user_di
     assert "failed 4" in done.stdout and "failed 8" in done.stdout  # the progress lines
     assert "all 8 cells failed" in done.stderr
     assert "ow builder is broken on purpose" in done.stderr
-    segment = sorted((tmp_path / "w" / "ledger").glob("seg-*.jsonl"))[0]  # the first failure
-    assert str(segment) in done.stderr and "--retry_failed" in done.stderr
+    # The message names the first failure's cell and the ledger segment holding its record
+    # (which segment depends on the pack order), and how to retry.
+    named = re.search(r"The first failure \((\S+)\):.*its record is in (\S+);", done.stderr,
+                      re.S)
+    assert named, done.stderr[-2000:]
+    cell_id, segment = named.groups()
+    assert segment in {str(p) for p in (tmp_path / "w" / "ledger").glob("seg-*.jsonl")}
+    assert cell_id in open(segment).read() and "--retry_failed" in done.stderr
 
 
 # --- registries --------------------------------------------------------------------------
