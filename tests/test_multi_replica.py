@@ -88,7 +88,7 @@ _SCRIPT = textwrap.dedent("""
         config.train.eval_batch_size = 8
         # Like for like: "auto" would compile the one-device CNN with XLA where oneDNN is
         # off (engine.XLA_AUTO_MAX_BATCH_WITHOUT_ONEDNN) but never the replicas.
-        config.train.jit_compile = False
+        config.train.jit_compile = "false"
         for key, value in overrides.items():
             node, *path = key.split(".")
             target = config
