@@ -84,10 +84,10 @@ def _grouped_convolutions():
         if (not pfor_input.input(1)[1]  # one kernel for every member: TF's own converter
                 or pfor_input.get_attr("data_format") not in (b"NHWC", "NHWC")):
             return original(pfor_input)
-        if _in_xla_context() and _xla_on_cpu():
+        xla_on_cpu = _in_xla_context() and _xla_on_cpu()
+        if xla_on_cpu:
             pfor_input.stack_inputs(stack_indices=[0])
-        if (_in_xla_context() and _xla_on_cpu()
-                and _static(pfor_input.stacked_input(0), pfor_input.stacked_input(1))):
+        if xla_on_cpu and _static(pfor_input.stacked_input(0), pfor_input.stacked_input(1)):
             # XLA's CPU grouped convolution is ~500x slower than the ops it replaces
             # (BENCHMARKS.md): there, the pack's convolution is one batched matmul per
             # kernel offset (shifted_conv2d), which XLA fuses with the slicing.
