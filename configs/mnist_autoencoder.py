@@ -139,25 +139,20 @@ def _card(variant: str) -> list:
               field="budget.epochs"),
             F("batch sizes", tuple(2**i for i in range(3, 13)), fc.OUR_CHOICE,
               field="sweep.batch_sizes", note="figure 8's range is not printed"),
-            F("seeds", 7, fc.APPENDIX, quote=best_fig, field="derived.num_seeds"),
-            F("best k", 5, fc.APPENDIX, quote=best_fig, field="analysis.best_k")],
+            *fc.best_k_of_n(5, 7, fc.APPENDIX, quote=best_fig)],
         "mnist_autoencoder_step_budget": [
             F("budget", 156_250, fc.APPENDIX, quote="for 156,250 updates",
               field="budget.steps"),
             F("batch sizes", (64, 256, 1024, 4096), "appendix (table 7 rows)",
               field="sweep.batch_sizes"),
-            F("seeds", 7, fc.APPENDIX, quote=best_table, field="derived.num_seeds"),
-            F("best k", 5, fc.APPENDIX, quote=best_table, field="analysis.best_k")],
+            *fc.best_k_of_n(5, 7, fc.APPENDIX, quote=best_table)],
         "mnist_autoencoder_variable_epoch_budget": [
             F("budget", tuple(12.5 * 2**k for k in range(7)), fc.OUR_CHOICE,
               field="sweep.epoch_budgets",
               note="up to the 800 epochs of figure 10(d), halving down to 12.5"),
             F("batch sizes", (32,), fc.APPENDIX, field="sweep.batch_sizes",
               quote="a batch size of 32 and for a range of epoch budgets"),
-            F("seeds", 7, fc.APPENDIX, quote="best 5 out of 7 runs",
-              field="derived.num_seeds"),
-            F("best k", 5, fc.APPENDIX, quote="best 5 out of 7 runs",
-              field="analysis.best_k")],
+            *fc.best_k_of_n(5, 7, fc.APPENDIX, quote="best 5 out of 7 runs")],
     }[variant]
     return facts
 

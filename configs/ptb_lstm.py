@@ -148,24 +148,19 @@ def _card(variant: str) -> list:
               field="budget.epochs"),
             F("batch sizes", tuple(2**i for i in range(2, 10)), fc.OUR_CHOICE,
               field="sweep.batch_sizes", note="figure 7's range is not printed"),
-            F("seeds", 7, fc.APPENDIX, quote=best_fig, field="derived.num_seeds"),
-            F("best k", 5, fc.APPENDIX, quote=best_fig, field="analysis.best_k")],
+            *fc.best_k_of_n(5, 7, fc.APPENDIX, quote=best_fig)],
         "ptb_lstm_step_budget": [
             F("budget", 16_560, fc.APPENDIX, quote="for 16560 updates",
               field="budget.steps"),
             F("batch sizes", (16, 32, 64, 128, 256), "appendix (table 6 rows)",
               field="sweep.batch_sizes"),
-            F("seeds", 7, fc.APPENDIX, quote=best_table, field="derived.num_seeds"),
-            F("best k", 5, fc.APPENDIX, quote=best_table, field="analysis.best_k")],
+            *fc.best_k_of_n(5, 7, fc.APPENDIX, quote=best_table)],
         "ptb_lstm_variable_epoch_budget": [
             F("budget", tuple(3.5 * 2**k for k in range(8)), fc.OUR_CHOICE,
               field="sweep.epoch_budgets", note="two orders of magnitude around 40"),
             F("batch sizes", (64,), fc.APPENDIX, field="sweep.batch_sizes",
               quote="a batch size of 64 at a range of epoch budgets"),
-            F("seeds", 7, fc.APPENDIX, quote="best 5 out of 7 runs",
-              field="derived.num_seeds"),
-            F("best k", 5, fc.APPENDIX, quote="best 5 out of 7 runs",
-              field="analysis.best_k")],
+            *fc.best_k_of_n(5, 7, fc.APPENDIX, quote="best 5 out of 7 runs")],
     }[variant]
     return facts
 

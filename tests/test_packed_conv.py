@@ -30,6 +30,17 @@ def _conv_models():
 CONV_MODELS = _conv_models()
 
 
+def _packed_conv_with_kernel_gradient(x, kernel):
+    """A pack's strided convolution, converted by member_map.vectorize, and the gradient of
+    its squared sum with respect to the members' kernels."""
+    with tf.GradientTape() as tape:
+        tape.watch(kernel)
+        y = member_map.vectorize(
+            lambda args: tf.nn.conv2d(args[0], args[1], 2, "SAME"), (x, kernel))
+        total = tf.reduce_sum(tf.square(y))
+    return y, tape.gradient(total, kernel)
+
+
 def test_the_registry_has_conv_models():
     assert {"small_cnn", "small_wrn", "wide_resnet", "resnet50"} <= set(CONV_MODELS)
 
@@ -103,14 +114,7 @@ def test_under_xla_on_cpu_a_pack_convolves_with_batched_matmuls(monkeypatch):
     x = rng.standard_normal((3, 2, 8, 8, 4)).astype(np.float32)
     kernel = rng.standard_normal((3, 3, 3, 4, 5)).astype(np.float32)
 
-    @tf.function(jit_compile=True)
-    def packed(x, kernel):
-        with tf.GradientTape() as tape:
-            tape.watch(kernel)
-            y = member_map.vectorize(
-                lambda args: tf.nn.conv2d(args[0], args[1], 2, "SAME"), (x, kernel))
-            total = tf.reduce_sum(tf.square(y))
-        return y, tape.gradient(total, kernel)
+    packed = tf.function(_packed_conv_with_kernel_gradient, jit_compile=True)
 
     graph = packed.get_concrete_function(tf.constant(x), tf.constant(kernel)).graph
     vectorized = [op.type for op in graph.get_operations() if "pfor" in op.name]
@@ -220,16 +224,8 @@ def test_without_onednn_a_packed_convnet_trains_member_by_member(monkeypatch):
     x = tf.constant(rng.standard_normal((3, 2, 7, 7, 4)), tf.float32)
     kernel = tf.constant(rng.standard_normal((3, 3, 3, 4, 5)), tf.float32)
 
-    @tf.function
-    def packed(kernel):
-        with tf.GradientTape() as tape:
-            tape.watch(kernel)
-            y = member_map.vectorize(
-                lambda args: tf.nn.conv2d(args[0], args[1], 2, "SAME"), (x, kernel))
-            total = tf.reduce_sum(tf.square(y))
-        return y, tape.gradient(total, kernel)
-
-    y, grad = packed(kernel)
+    packed = tf.function(_packed_conv_with_kernel_gradient)
+    y, grad = packed(x, kernel)
     for k in range(3):
         with tf.GradientTape() as tape:
             tape.watch(kernel)
@@ -238,7 +234,7 @@ def test_without_onednn_a_packed_convnet_trains_member_by_member(monkeypatch):
         np.testing.assert_allclose(y[k].numpy(), alone.numpy(), rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(grad[k].numpy(), tape.gradient(loss, kernel)[k].numpy(),
                                    rtol=1e-4, atol=1e-4)
-    ops = packed.get_concrete_function(kernel).graph.get_operations()
+    ops = packed.get_concrete_function(x, kernel).graph.get_operations()
     assert any("While" in op.type for op in ops)  # the loop over members, not one group
 
 

@@ -62,6 +62,12 @@ class Fact:
         return self.source == OUR_CHOICE
 
 
+def best_k_of_n(k: int, n: int, source: str, quote: str = "") -> List[Fact]:
+    """The two facts of "the mean of the best k of n runs": n seeds, best k, one quote."""
+    return [Fact("seeds", n, source, quote=quote, field="derived.num_seeds"),
+            Fact("best k", k, source, quote=quote, field="analysis.best_k")]
+
+
 def _lr_ratio(config) -> Optional[float]:
     """The common ratio of the learning-rate grid, or None when it is not geometric."""
     lrs = sorted(float(v) for v in _get(config, "sweep.effective_lrs"))
