@@ -17,6 +17,15 @@ from typing import Dict, List, Optional, Tuple
 # tracing) the ten later packs paid 8.8 and 9.6 s for a first one-off of 4.5 and 5.0 s
 # (BENCHMARKS.md, issue 13's ETA section): about 0.2 each.
 LATER_PACK_SHARE = 0.2
+# A later pack's one-off by kind (OneOffs), until one of that kind is measured, as a
+# share of the first pack's one-off: XLA compiles cost 0.5-0.6 of it on the 2-core AMD
+# machine (the first pack compiling too) and 0.55-0.67 on the Intel one (the first
+# pack tracing), traces 0.15-0.3 (BENCHMARKS.md, issue 13's ETA section).
+ONE_OFF_SHARE = {"compile": 0.6, "trace": 0.2}
+# A later pack's engine time and records besides its one-off (re-initialising, probe,
+# evaluation, records), until one has finished, as a share of the first pack's one-off:
+# 0.3 s against 7.4 s (Intel), 0.15-0.25 s against 4.5-5 s (AMD).
+LATER_BASE_SHARE = 0.05
 
 
 def rate_at(points: List[Tuple[int, float]], batch_size: int,
@@ -119,30 +128,75 @@ class Plan:
         return {b: work for b, work in self._work_left.items() if work > 0}
 
 
-def later_packs_budget(packs: List[dict], running_one_off: Optional[float],
-                       packs_to_come: float) -> float:
-    """What the packs still to start will pay besides compute and reports, by the prior:
-    each pack after the session's first pays LATER_PACK_SHARE x the first pack's one-off,
-    on average (a compile at one, little at another), so what the finished later packs
-    and the running one paid beyond their share comes off.
+def records_prices(packs: List[dict]) -> Tuple[float, float]:
+    """(seconds per cell, seconds per cell-step) of the records of finished packs (their
+    "cells", "steps" per cell and "records" seconds), by least squares.
 
-    Args:
-      packs: the session's finished packs (progress.Progress's records of them).
-      running_one_off: the running pack's traced chunks' seconds beyond their work
-        (None: no pack runs).
-      packs_to_come: how many packs are still to start.
+    A pack's records (ledger, TensorBoard files, oracle) grow with its steps as well as
+    its cells: the demo's B = 1 pack (14,370 steps) took 0.59 s, the packs of 14-449
+    steps 0.09-0.13 s, for 78 cells each. Until two step counts tell the parts apart,
+    or where the fit is negative, per cell only.
     """
-    first = packs[0]["one_off"] if packs else (running_one_off or 0.0)
-    share = LATER_PACK_SHARE * first
-    costs = [p["engine"] + p["records"] + p["one_off"] for p in packs[1:]]
-    if costs and costs[-1] < share:
-        # The last pack paid less than its share: the packs that compile or trace are
-        # behind (the demo's from B = 32 on), so the measured costs price the rest; the
-        # share left unspent would otherwise pile onto the last packs.
-        return 0.0
-    # Only what was paid beyond the share comes off: a cheap pack earlier on does not
-    # leave its unspent share to the packs after it.
-    paid = sum(max(cost - share, 0.0) for cost in costs)
-    if packs and running_one_off is not None:  # a later pack runs: its compile so far
-        paid += max(running_one_off - share, 0.0)
-    return max(share * packs_to_come - paid, 0.0)
+    rows = [(float(p["cells"]), float(p["cells"]) * float(p["steps"]), float(p["records"]))
+            for p in packs if p["cells"] > 0]
+    cells = sum(c for c, _, _ in rows)
+    if not rows:
+        return 0.0, 0.0
+    flat = sum(r for _, _, r in rows) / cells
+    aa = sum(c * c for c, _, _ in rows)
+    ab = sum(c * s for c, s, _ in rows)
+    bb = sum(s * s for _, s, _ in rows)
+    ar = sum(c * r for c, _, r in rows)
+    br = sum(s * r for _, s, r in rows)
+    det = aa * bb - ab * ab
+    if det <= 1e-9 * aa * bb:
+        return flat, 0.0
+    per_cell, per_step = (ar * bb - br * ab) / det, (aa * br - ab * ar) / det
+    if per_cell < 0 or per_step < 0:
+        return flat, 0.0
+    return per_cell, per_step
+
+
+class OneOffs:
+    """The one-offs of the packs to come, by kind, and those this session measured.
+
+    The engine predicts which packs will compile with XLA or trace their step
+    (engine.Engine.one_offs: a new runner, or a shape no trace covers); each such pack
+    is priced at the mean one-off measured for its kind in the packs after the session's
+    first (its chunks that traced or compiled, beyond their work), and a pack that does
+    neither at nothing. Until a kind is measured, at ONE_OFF_SHARE of the first pack's
+    one-off, which also holds the session's start-up.
+    """
+
+    def __init__(self, predicted: List[Tuple[int, Optional[str]]]):
+        # (batch size, kind) of the packs to come, in order (JSON gives lists).
+        self._to_come = [(int(b), kind) for b, kind in predicted]
+        self._measured: Dict[str, List[float]] = {}
+
+    def start(self, batch_size: int) -> Optional[str]:
+        """The kind of the pack starting at `batch_size` (the first one to come there)."""
+        for index, (b, kind) in enumerate(self._to_come):
+            if b == int(batch_size):
+                del self._to_come[index]
+                return kind
+        return None
+
+    def add(self, kind: Optional[str], seconds: float) -> None:
+        """A finished pack after the session's first paid `seconds` of one-off."""
+        if kind is not None:
+            self._measured.setdefault(kind, []).append(float(seconds))
+
+    def price(self, kind: str, first: float, running: Optional[tuple] = None) -> float:
+        """Seconds one pack of `kind` pays; `running`: the running pack's (kind, one-off
+        so far), a measurement of its kind once its traced chunks are done."""
+        seen = list(self._measured.get(kind, []))
+        if running is not None and running[0] == kind:
+            seen.append(running[1])
+        if seen:
+            return sum(seen) / len(seen)
+        return ONE_OFF_SHARE.get(kind, 0.0) * first
+
+    def left(self, first: float, running: Optional[tuple] = None) -> float:
+        """Seconds of one-offs the packs still to start will pay."""
+        return sum(self.price(kind, first, running) for _, kind in self._to_come
+                   if kind is not None)

@@ -80,7 +80,8 @@ class Progress:
     def __init__(self, total_cells: int, total_work: float, done_cells: int = 0,
                  stream: Optional[TextIO] = None, min_interval_s: float = 5.0,
                  clock=time.perf_counter, total_steps: float = 0.0,
-                 engine_times_chunks: bool = False, plan: Optional[dict] = None):
+                 engine_times_chunks: bool = False, plan: Optional[dict] = None,
+                 one_offs: Optional[list] = None):
         self.total_cells = total_cells
         # The engine reports each chunk's compute seconds (ChunkReport.compute_s; the NQM
         # engine does not): until one is measured, the first pack's rate is unknown.
@@ -141,6 +142,10 @@ class Progress:
         self._plan = eta_model.Plan(plan) if plan else None
         self._batch_rates = eta_model.BatchRates()
         self._pack_batch = 0
+        # (batch size, "compile" / "trace" / None) of the packs to come, as the engine
+        # predicts them (None: not given, no one-off priced), and the running pack's kind.
+        self._one_offs = eta_model.OneOffs(one_offs) if one_offs is not None else None
+        self._pack_kind = None
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -228,8 +233,6 @@ class Progress:
         if work <= 0:  # only the running pack to go by
             rate = self._rate()
             compute, work = (rate, 1.0) if rate is not None else (0.0, 1.0)
-        cells = sum(p["cells"] for p in window)
-        records = sum(p["records"] for p in window) / cells if cells else 0.0
         cells_left = max(self.total_cells - self.done_cells
                          - (max(self._pack_cells - self._pack_recorded, 0)
                             if self.pack_label else 0), 0)
@@ -238,14 +241,29 @@ class Progress:
         # The engine's own time besides compute (re-initialising, probe, evaluation): the
         # session's first pack also traced its evaluation and probe, so it is left out.
         later = [p for p in window if p is not self._packs[0]]
-        later_cells = sum(p["cells"] for p in later)
-        engine = sum(p["engine"] for p in later) / later_cells if later_cells else 0.0
+        # ... and a pack that compiled or traced also traced its evaluation (a new runner),
+        # so the packs that did neither price the rest, once there are any.
+        plain = [p for p in later if p["kind"] is None] or later
+        plain_cells = sum(p["cells"] for p in plain)
+        engine = sum(p["engine"] for p in plain) / plain_cells if plain_cells else 0.0
+        # Records grow with cells and steps (eta_model.records_prices); without the
+        # engine's predictions (the NQM), per cell of the recent packs, as before.
+        cells = sum(p["cells"] for p in window)
+        per_cell, per_step = (sum(p["records"] for p in window) / cells if cells else 0.0), 0.0
+        if self._one_offs is not None:
+            per_cell, per_step = eta_model.records_prices(self._packs)
+        if len(self._packs) <= 1 and self._one_offs is not None and self._measured:
+            # No later pack has finished: its engine time and records by the prior (the
+            # first pack's records are one pack's, cells and steps not told apart).
+            first = self._packs[0]["one_off"] if self._packs else self._running_one_off()
+            engine = eta_model.LATER_BASE_SHARE * first / max(per_pack, 1.0)
+            per_cell = per_step = 0.0
         by_batch = self._compute_by_batch()
-        budget = (eta_model.later_packs_budget(
-            self._packs, self._running_one_off() if self.pack_label else None,
-            cells_left / per_pack) if self._measured else 0.0)  # no one-off to scale
+        running_steps = self._pack_steps * self._pack_cells if self.pack_label else 0.0
+        steps_left = max(self.total_steps - self._steps_done - running_steps, 0.0)
         eta += ((compute / work * work_left if by_batch is None else by_batch)
-                + max((records + engine) * cells_left, budget))
+                + (per_cell + engine) * cells_left + per_step * steps_left
+                + self._one_offs_left())
         if self.total_steps > 0:
             # Per-step costs besides compute (reports between chunks), times the steps of
             # the packs left (their cells' steps over the cells of a pack): learnt on the
@@ -259,9 +277,6 @@ class Progress:
                 stepped = self._gap_work / self._pack_work * self._pack_steps
                 gaps = self._gap_s
             if stepped > 0:
-                running_steps = (self._pack_steps * self._pack_cells
-                                 if self.pack_label else 0.0)
-                steps_left = max(self.total_steps - self._steps_done - running_steps, 0.0)
                 eta += gaps / stepped * steps_left / max(per_pack, 1.0)
         return eta
 
@@ -289,6 +304,16 @@ class Progress:
         if len(points) < 2:
             return None
         return eta_model.rate_at(points, batch_size, self._plan.step_work)
+
+    def _one_offs_left(self) -> float:
+        """Seconds the packs still to start will pay once (eta_model.OneOffs)."""
+        if self._one_offs is None or not self._measured:  # the NQM: nothing to scale
+            return 0.0
+        first = self._packs[0]["one_off"] if self._packs else self._running_one_off()
+        running = None
+        if self._packs and self.pack_label and self._reported_at is not None:
+            running = (self._pack_kind, self._running_one_off())
+        return self._one_offs.left(first, running)
 
     def _running_one_off(self) -> float:
         """The running pack's traced chunks' seconds beyond their work."""
@@ -329,6 +354,7 @@ class Progress:
         self._pack_batch = int(batch_size)
         if self._plan is not None:
             self._plan.start(batch_size, pack_work)
+        self._pack_kind = self._one_offs.start(batch_size) if self._one_offs else None
         self._gap_s = self._gap_work = 0.0
         self._gaps = 0
         self._pack_recorded = 0
@@ -422,8 +448,10 @@ class Progress:
         if not (self.total_steps > 0 and self._pack_steps > 0):
             gaps = 0.0  # no steps to price them by: they stay in the engine's time
         steps = self._pack_steps * (own_work / self._pack_work if self._pack_work else 0.0)
+        if self._one_offs is not None and self._packs:  # the first holds the start-up
+            self._one_offs.add(self._pack_kind, compiled)
         self._packs.append({"cells": self._pack_recorded, "work": own_work,
-                            "one_off": compiled,
+                            "kind": self._pack_kind, "one_off": compiled,
                             "compute": compute, "engine": max(engine - gaps, 0.0),
                             "records": records, "gaps": min(gaps, engine), "steps": steps})
         self._steps_done += self._pack_steps * self._pack_recorded
