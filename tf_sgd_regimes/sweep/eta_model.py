@@ -1,21 +1,23 @@
-"""The ETA's price of compute per batch size, learnt from the packs this session measured.
+"""The ETA's prices of the packs to come, learnt from the packs this session measured.
 
-The work model (engine.cell_work) prices a cell's compute by its steps and batch size, but
-its curve was fitted on one machine: on another, batches from B = 32 on cost 2.5-4.3x
-more per work unit than B = 1 (BENCHMARKS.md, issue 13's ETA section). So each batch
-size still to come is priced by what the measured ones cost, interpolated in log B, and
-past the largest measured one scaled from it.
+Compute: the work model (engine.cell_work) prices a cell's compute by its steps and
+batch size, but its curve was fitted on one machine: on another, batches from B = 32 on
+cost 2.5-4.3x more per work unit than B = 1 (BENCHMARKS.md, issue 13's ETA section). So
+each batch size still to come is priced by what the measured ones cost, interpolated in
+log B, and past the largest measured one scaled from it (rate_at). One-offs: the packs
+the engine predicts to compile or trace, at what that kind cost so far (OneOffs). The
+rest: engine time, records and reports per cell, cell-step and step (besides_compute).
 """
 
 import math
 from typing import Dict, List, Optional, Tuple
 
-# What a pack after the session's first pays besides compute and reports (re-initialising,
-# compiling or tracing its step, evaluation, records), as a share of the first pack's
-# one-off (its traced first chunk beyond its work: start-up, trace, compile), used until
-# such a pack has finished. On the demo (11 packs, two of them compiling with XLA, two
-# tracing) the ten later packs paid 8.8 and 9.6 s for a first one-off of 4.5 and 5.0 s
-# (BENCHMARKS.md, issue 13's ETA section): about 0.2 each.
+# The session's first pack's own evaluation and records, priced while it trains, as a
+# share of its one-off (its traced first chunk beyond its work: start-up, trace,
+# compile). Fitted as what each later pack paid besides compute and reports: on the demo
+# (11 packs, two compiling with XLA, two tracing) the ten later packs paid 8.8 and 9.6 s
+# for a first one-off of 4.5 and 5.0 s (BENCHMARKS.md, issue 13's ETA section), 0.2
+# each; the first pack's evaluation and records measured 0.2 of it on the Intel machine.
 LATER_PACK_SHARE = 0.2
 # A later pack's one-off by kind (OneOffs), until one of that kind is measured, as a
 # share of the first pack's one-off: XLA compiles cost 0.5-0.6 of it on the 2-core AMD
@@ -24,7 +26,8 @@ LATER_PACK_SHARE = 0.2
 ONE_OFF_SHARE = {"compile": 0.6, "trace": 0.2}
 # A later pack's engine time and records besides its one-off (re-initialising, probe,
 # evaluation, records), until one has finished, as a share of the first pack's one-off:
-# 0.3 s against 7.4 s (Intel), 0.15-0.25 s against 4.5-5 s (AMD).
+# 0.26-1.04 s, mean 0.46 s, against 7.4 s on the Intel machine (0.06); from B = 32 on
+# 0.15-0.25 s against 4.5-5 s on the AMD one (0.04; more where the steps are many).
 LATER_BASE_SHARE = 0.05
 
 
@@ -126,6 +129,84 @@ class Plan:
 
     def work_left(self) -> Dict[int, float]:
         return {b: work for b, work in self._work_left.items() if work > 0}
+
+    def rate(self, points: List[Tuple[int, float]], batch_size: int) -> Optional[float]:
+        """Compute seconds per work unit at `batch_size` by rate_at from the measured
+        (batch size, rate) `points`; None without a batch size or two points."""
+        if batch_size <= 0 or len(points) < 2:
+            return None
+        return rate_at(points, batch_size, self.step_work)
+
+    def compute_left(self, points: List[Tuple[int, float]]) -> Optional[float]:
+        """Compute seconds of the work left, each batch size at its rate (rate_at); None
+        until two batch sizes are measured (the work model at the recent packs' rate
+        prices the rest until then)."""
+        if len(points) < 2:
+            return None
+        return sum(rate_at(points, b, self.step_work) * w for b, w in self.work_left().items())
+
+
+def recent(packs: List[dict]) -> List[dict]:
+    """The latest of the finished `packs` (newest first) holding about half of their cells:
+    their rates price the rest, so a machine that speeds up or slows down moves the ETA."""
+    finished = sum(p["cells"] for p in packs)
+    window = []
+    for pack in reversed(packs):
+        if sum(p["cells"] for p in window) >= finished / 2.0:
+            break
+        window.append(pack)
+    return window
+
+
+def besides_compute(packs: List[dict], cells_left: float, steps_left: float,
+                    running_cells: int, by_kind: bool = False,
+                    first_one_off: Optional[float] = None,
+                    running_gaps: Optional[Tuple[float, float]] = None) -> float:
+    """Seconds the packs still to start pay besides compute and one-offs.
+
+    Args:
+      packs: the session's finished packs (progress.Progress's records of them: cells,
+        steps per cell, seconds of engine time, records and gaps between chunks, kind).
+      cells_left, steps_left: the cells and cell-steps of the packs still to start.
+      running_cells: the running pack's cells (the pack size before any has finished).
+      by_kind: the engine predicted the packs' one-offs (progress.Progress's one_offs):
+        engine time from the packs that neither compiled nor traced, records by cells
+        and steps (records_prices); else both per cell of the recent packs.
+      first_one_off: no pack after the session's first has finished: their engine time
+        and records are LATER_BASE_SHARE x this each (the first pack's are one pack's,
+        with its evaluation's and probe's traces).
+      running_gaps: (seconds, pack-steps) between the running pack's chunks, when no
+        finished pack tells the cost per step.
+    """
+    window = recent(packs)
+    per_pack = (sum(p["cells"] for p in packs) / len(packs) if packs
+                else max(running_cells, 1))
+    # The engine's own time (re-initialising, probe, evaluation): the session's first
+    # pack also traced its evaluation and probe, so it is left out; a pack that compiled
+    # or traced made a new runner, which traced its evaluation too.
+    later = [p for p in window if p is not packs[0]] if packs else []
+    plain = ([p for p in later if p["kind"] is None] if by_kind else []) or later
+    plain_cells = sum(p["cells"] for p in plain)
+    engine = sum(p["engine"] for p in plain) / plain_cells if plain_cells else 0.0
+    cells = sum(p["cells"] for p in window)
+    per_cell, per_step = (sum(p["records"] for p in window) / cells if cells else 0.0), 0.0
+    if by_kind:
+        per_cell, per_step = records_prices(packs)
+    if first_one_off is not None:
+        engine = LATER_BASE_SHARE * first_one_off / max(per_pack, 1.0)
+        per_cell = per_step = 0.0
+    seconds = (per_cell + engine) * cells_left + per_step * steps_left
+    # Per-step costs (reports between chunks), times the steps of the packs left (their
+    # cell-steps over a pack's cells): learnt on the packs after the first, else on the
+    # first, else on the running pack.
+    stepped, gaps = sum(p["steps"] for p in later), sum(p["gaps"] for p in later)
+    if stepped <= 0:
+        stepped, gaps = sum(p["steps"] for p in window), sum(p["gaps"] for p in window)
+    if stepped <= 0 and running_gaps is not None:
+        gaps, stepped = running_gaps
+    if stepped > 0:
+        seconds += gaps / stepped * steps_left / max(per_pack, 1.0)
+    return seconds
 
 
 def records_prices(packs: List[dict]) -> Tuple[float, float]:

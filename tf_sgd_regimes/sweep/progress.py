@@ -61,20 +61,18 @@ class Progress:
       and probe trace; its start-up).
 
     The ETA is what is left of the running pack (its measured rate and reports x its
-    work left, then its records at their pace so far, or the last pack's) plus, for the
-    packs after it, their compute + per-step cost x their steps + engine and record
-    seconds per cell x their cells, each rate over the recent packs holding about half
-    of this session's finished cells (so a machine that speeds up or slows down moves
-    the ETA). Their compute: given the `plan` (work, cells, cell-steps left per batch
-    size) and once two batch sizes have measured compute (the running pack's so far
-    included), each batch size's work x its rate from the rates measured per batch size
-    (eta_model.rate_at: the work model's curve is one machine's); until then, or without
-    a plan, their work x the recent packs' seconds per work unit. Until a pack after the
-    session's first has finished, the rates come from the first (or the running) pack,
-    and each pack to come is charged eta_model.LATER_PACK_SHARE x the first pack's
-    one-off for its engine time and records, which no pack has shown yet (and so is the
-    first pack's own evaluation and records while it trains). Work restored from a
-    checkpoint counts as done but not as work of this session.
+    work left, then its records at their pace so far, or the last pack's) plus the
+    packs after it, priced by eta_model from the recent packs holding about half of
+    this session's finished cells (so a machine that speeds up or slows down moves the
+    ETA): their compute by batch size, given the `plan` of work left per batch size
+    (eta_model.Plan; until two batch sizes are measured, or without a plan, the recent
+    packs' seconds per work unit); their one-offs, given the engine's prediction of
+    which compile or trace (`one_offs`, eta_model.OneOffs); and their reports, engine
+    time and records (eta_model.besides_compute). Until a pack after the session's
+    first has finished, the first pack's one-off sets the priors of what the later
+    packs pay besides compute, and of the first pack's own evaluation and records
+    while it trains (eta_model.LATER_PACK_SHARE). Work restored from a checkpoint
+    counts as done but not as work of this session.
     """
 
     def __init__(self, total_cells: int, total_work: float, done_cells: int = 0,
@@ -222,12 +220,7 @@ class Progress:
             # cost what it costs per work unit.
             left, seconds, work = running
             return left + (seconds / work * work_left if work > 0 else 0.0)
-        finished = sum(p["cells"] for p in self._packs)
-        window = []
-        for pack in reversed(self._packs):
-            if sum(p["cells"] for p in window) >= finished / 2.0:
-                break
-            window.append(pack)
+        window = eta_model.recent(self._packs)
         compute = sum(p["compute"] for p in window)
         work = sum(p["work"] for p in window)
         if work <= 0:  # only the running pack to go by
@@ -236,74 +229,36 @@ class Progress:
         cells_left = max(self.total_cells - self.done_cells
                          - (max(self._pack_cells - self._pack_recorded, 0)
                             if self.pack_label else 0), 0)
-        per_pack = (finished / len(self._packs) if self._packs
-                    else max(self._pack_cells, 1))
-        # The engine's own time besides compute (re-initialising, probe, evaluation): the
-        # session's first pack also traced its evaluation and probe, so it is left out.
-        later = [p for p in window if p is not self._packs[0]]
-        # ... and a pack that compiled or traced also traced its evaluation (a new runner),
-        # so the packs that did neither price the rest, once there are any.
-        plain = [p for p in later if p["kind"] is None] or later
-        plain_cells = sum(p["cells"] for p in plain)
-        engine = sum(p["engine"] for p in plain) / plain_cells if plain_cells else 0.0
-        # Records grow with cells and steps (eta_model.records_prices); without the
-        # engine's predictions (the NQM), per cell of the recent packs, as before.
-        cells = sum(p["cells"] for p in window)
-        per_cell, per_step = (sum(p["records"] for p in window) / cells if cells else 0.0), 0.0
-        if self._one_offs is not None:
-            per_cell, per_step = eta_model.records_prices(self._packs)
-        if len(self._packs) <= 1 and self._one_offs is not None and self._measured:
-            # No later pack has finished: its engine time and records by the prior (the
-            # first pack's records are one pack's, cells and steps not told apart).
-            first = self._packs[0]["one_off"] if self._packs else self._running_one_off()
-            engine = eta_model.LATER_BASE_SHARE * first / max(per_pack, 1.0)
-            per_cell = per_step = 0.0
-        by_batch = self._compute_by_batch()
         running_steps = self._pack_steps * self._pack_cells if self.pack_label else 0.0
         steps_left = max(self.total_steps - self._steps_done - running_steps, 0.0)
+        predicted = self._one_offs is not None and self._measured
+        first = None  # no later pack has finished: the prior, from the first's one-off
+        if predicted and len(self._packs) <= 1:
+            first = self._packs[0]["one_off"] if self._packs else self._running_one_off()
+        running_gaps = None  # the running pack's gaps so far, over its steps
+        if self._gap_work > 0 and self._pack_steps > 0:
+            running_gaps = (self._gap_s, self._gap_work / self._pack_work * self._pack_steps)
+        by_batch = self._compute_by_batch()
         eta += ((compute / work * work_left if by_batch is None else by_batch)
-                + (per_cell + engine) * cells_left + per_step * steps_left
+                + eta_model.besides_compute(
+                    self._packs, cells_left, steps_left, self._pack_cells,
+                    by_kind=self._one_offs is not None, first_one_off=first,
+                    running_gaps=running_gaps)
                 + self._one_offs_left())
-        if self.total_steps > 0:
-            # Per-step costs besides compute (reports between chunks), times the steps of
-            # the packs left (their cells' steps over the cells of a pack): learnt on the
-            # packs after the first, else on the first, else on the running pack.
-            stepped = sum(p["steps"] for p in later)
-            gaps = sum(p["gaps"] for p in later)
-            if stepped <= 0:
-                stepped = sum(p["steps"] for p in window)
-                gaps = sum(p["gaps"] for p in window)
-            if stepped <= 0 and self._gap_work > 0 and self._pack_steps > 0:
-                stepped = self._gap_work / self._pack_work * self._pack_steps
-                gaps = self._gap_s
-            if stepped > 0:
-                eta += gaps / stepped * steps_left / max(per_pack, 1.0)
         return eta
 
     def _compute_by_batch(self) -> Optional[float]:
-        """Compute seconds of the packs still to start, each batch size priced by the
-        rates measured at the batch sizes seen so far (eta_model.rate_at); None until
-        two batch sizes have measured compute (the work model prices the rest until then,
-        at the recent packs' rate)."""
+        """Compute seconds of the packs still to start by batch size (eta_model.Plan),
+        the running pack's rate so far included; None: no plan or too few measured."""
         if self._plan is None or not self._measured:
             return None
         running = ((self._pack_batch, self._compute_s, self._compute_work)
                    if self.pack_label else None)
-        points = self._batch_rates.points(running)
-        if len(points) < 2:
-            return None
-        return sum(eta_model.rate_at(points, b, self._plan.step_work) * w
-                   for b, w in self._plan.work_left().items())
+        return self._plan.compute_left(self._batch_rates.points(running))
 
     def _batch_rate(self, batch_size: int) -> Optional[float]:
-        """Compute seconds per work unit at `batch_size` from the finished packs' rates
-        per batch size (None: no plan, no batch size, or fewer than two measured)."""
-        if self._plan is None or batch_size <= 0:
-            return None
-        points = self._batch_rates.points()
-        if len(points) < 2:
-            return None
-        return eta_model.rate_at(points, batch_size, self._plan.step_work)
+        """Compute seconds per work unit at `batch_size` from the finished packs' rates."""
+        return self._plan.rate(self._batch_rates.points(), batch_size) if self._plan else None
 
     def _one_offs_left(self) -> float:
         """Seconds the packs still to start will pay once (eta_model.OneOffs)."""
