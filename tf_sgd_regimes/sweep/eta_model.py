@@ -146,6 +146,32 @@ class Plan:
         return sum(rate_at(points, b, self.step_work) * w for b, w in self.work_left().items())
 
 
+def pack_parts(seconds: float, records: float, trained_s: float, work: float,
+               rate: Optional[float], untimed: Tuple[float, float],
+               gaps: Optional[Tuple[float, float]]) -> dict:
+    """A finished pack's seconds by what drives them (the prices of the packs to come
+    read these): compute, one-off, engine time, records, gaps between chunks.
+
+    Args:
+      seconds: the pack's whole span; records: from training's end to the pack's end.
+      trained_s: its training's seconds; work: its work units of this session.
+      rate: its measured compute seconds per work unit (None: nothing measured, all of
+        training counts as compute).
+      untimed: (seconds, work) of its chunks that traced or compiled: beyond their work
+        a one-off (a later pack of the same shape does not trace again).
+      gaps: (seconds, work) between its measured chunks besides compute, priced per
+        step (None: no steps to price them by; they stay in the engine's time).
+    """
+    if rate is not None:
+        compute, one_off = rate * work, max(untimed[0] - rate * untimed[1], 0.0)
+    else:
+        compute, one_off = trained_s, 0.0
+    engine = max(seconds - compute - one_off - records, 0.0)  # the rest is the engine's
+    gap = gaps[0] / gaps[1] * work if gaps is not None and gaps[1] > 0 else 0.0
+    return {"work": work, "one_off": one_off, "compute": compute,
+            "engine": max(engine - gap, 0.0), "records": records, "gaps": min(gap, engine)}
+
+
 def recent(packs: List[dict]) -> List[dict]:
     """The latest of the finished `packs` (newest first) holding about half of their cells:
     their rates price the rest, so a machine that speeds up or slows down moves the ETA."""

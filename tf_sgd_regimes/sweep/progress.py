@@ -388,27 +388,17 @@ class Progress:
         self.failed += failed
         self.work_done += float(pack_work)
         own_work = max(float(pack_work) - self._pack_resumed, 0.0)
-        seconds = now - self._pack_origin
         train_end = self._train_end if self._train_end is not None else now
-        records = now - train_end  # records, TensorBoard files, oracle
-        if self._measured and rate is not None and self._reported_at is not None:
-            # Traced chunks beyond their work are one-offs (a later pack of the same
-            # shape does not trace again); the rest besides compute is the engine's.
-            compute = rate * own_work
-            compiled = max(self._untimed_s - rate * self._untimed_work, 0.0)
-        else:  # nothing measured: all of training counts as compute
-            compute, compiled = train_end - self._pack_start, 0.0
-        engine = max(seconds - compute - compiled - records, 0.0)
-        gaps = self._gap_s / self._gap_work * own_work if self._gap_work > 0 else 0.0
-        if not (self.total_steps > 0 and self._pack_steps > 0):
-            gaps = 0.0  # no steps to price them by: they stay in the engine's time
-        steps = self._pack_steps * (own_work / self._pack_work if self._pack_work else 0.0)
+        measured = self._measured and rate is not None and self._reported_at is not None
+        pack = eta_model.pack_parts(
+            now - self._pack_origin, now - train_end, train_end - self._pack_start,
+            own_work, rate if measured else None, (self._untimed_s, self._untimed_work),
+            (self._gap_s, self._gap_work) if self.total_steps > 0 and self._pack_steps else None)
+        pack.update(cells=self._pack_recorded, kind=self._pack_kind, steps=self._pack_steps
+                    * (own_work / self._pack_work if self._pack_work else 0.0))
         if self._one_offs is not None and self._packs:  # the first holds the start-up
-            self._one_offs.add(self._pack_kind, compiled)
-        self._packs.append({"cells": self._pack_recorded, "work": own_work,
-                            "kind": self._pack_kind, "one_off": compiled,
-                            "compute": compute, "engine": max(engine - gaps, 0.0),
-                            "records": records, "gaps": min(gaps, engine), "steps": steps})
+            self._one_offs.add(self._pack_kind, pack["one_off"])
+        self._packs.append(pack)
         self._steps_done += self._pack_steps * self._pack_recorded
         self._batch_rates.add(self._pack_batch, self._compute_s, self._compute_work)
         if rate is not None:
