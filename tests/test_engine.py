@@ -396,3 +396,33 @@ def test_mirrored_strategy_matches_default_strategy():
         for a, b in zip(member_a, member_b):
             np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-4, atol=1e-6)
     assert "config.sweep.batch_sizes" in out["refused"] and "5" in out["refused"]
+
+
+def test_one_offs_predict_the_traces_and_compiles_tensorflow_makes():
+    """Engine.one_offs (the progress ETA's prices of the packs to come) against the traces
+    TensorFlow counts: with jit_compile="auto" the MLP compiles with XLA at B <= 4 (one
+    runner, one compilation per pack shape), and without XLA one runner serves every B,
+    tracing the first batch size and, relaxed (reduce_retracing), the second; a new
+    member count is a new runner. The prediction is made before any pack trains and
+    again halfway."""
+    config = engine_config(hidden=HIDDEN, l2=L2)
+    config.unlock()
+    config.train.jit_compile = "auto"
+    config.lock()
+    engine = engine_lib.Engine(config, tiny_dataset(), tf.distribute.get_strategy())
+    packs = [(2, 16), (2, 1), (2, 8), (2, 4), (2, 12), (2, 1), (3, 8), (2, 2), (3, 16)]
+    predicted = engine.one_offs(packs)
+    assert predicted == ["trace", "compile", "trace", "compile", None, None, "trace",
+                         "compile", "trace"]
+    actual = []
+    for index, (members, batch_size) in enumerate(packs):
+        if index == 4:
+            assert engine.one_offs(packs[4:]) == predicted[4:]
+        before = {key: runner._train_chunk.experimental_get_tracing_count()
+                  for key, runner in engine._runners.items()}
+        engine.train_pack(list(MEMBERS[:members]), batch_size, 8)
+        traced = [key for key, runner in engine._runners.items()
+                  if runner._train_chunk.experimental_get_tracing_count() > before.get(key, 0)]
+        assert len(traced) <= 1
+        actual.append(None if not traced else "compile" if traced[0][2] else "trace")
+    assert actual == predicted

@@ -116,3 +116,39 @@ def test_a_pack_not_yet_measured_is_priced_at_its_own_batch_size_not_the_last_pa
     # Its 15 units left at B = 4's price from B = 1 and 2 (2 s per unit, past the largest),
     # not at the last pack's (B = 1's) 1 s; nothing else is left.
     assert progress.eta() == pytest.approx(2.0 * 15.0)
+
+
+def test_one_offs_are_priced_by_kind_measured_else_a_share_of_the_first():
+    predicted = [(1024, "trace"), (1, "compile"), (32, "trace"), (4, "compile"),
+                 (128, None), [2, "compile"]]  # JSON gives lists
+    one_offs = eta_model.OneOffs(predicted)
+    assert one_offs.start(1024) == "trace"  # the session's first pack: 10 s of one-off
+    # Nothing measured after the first: compiles at 0.6 x 10 s, traces at 0.2 x 10 s.
+    assert one_offs.left(10.0) == pytest.approx(3 * 6.0 + 2.0)
+    assert one_offs.start(1) == "compile"
+    # The running compile (5 s so far) is a measurement of its kind.
+    assert one_offs.left(10.0, ("compile", 5.0)) == pytest.approx(2 * 5.0 + 2.0)
+    one_offs.add("compile", 5.0)
+    assert one_offs.start(32) == "trace"
+    one_offs.add("trace", 1.0)
+    assert one_offs.start(4) == "compile"
+    one_offs.add("compile", 3.0)
+    assert one_offs.left(10.0) == pytest.approx(4.0)  # B = 2's compile at the mean
+    assert one_offs.start(128) is None and one_offs.start(2) == "compile"
+    assert one_offs.left(10.0) == 0.0 and one_offs.start(8) is None  # not predicted
+
+
+def test_records_are_priced_per_cell_and_per_cell_step_once_two_step_counts_tell():
+    # 0.2 s + 1e-5 s per step per cell, at 14 and at 1,000 steps: recovered exactly.
+    packs = [{"cells": c, "steps": s, "records": c * (0.002 + 1e-5 * s)}
+             for c, s in ((78, 14), (78, 1000), (40, 1000))]
+    per_cell, per_step = eta_model.records_prices(packs)
+    assert per_cell == pytest.approx(0.002) and per_step == pytest.approx(1e-5)
+    # One step count: per cell only (0.5 s over 100 cells).
+    assert eta_model.records_prices([{"cells": 100, "steps": 14, "records": 0.5}]) \
+        == (pytest.approx(0.005), 0.0)
+    # More records at fewer steps (a negative cost per step): per cell only.
+    both = [{"cells": 10, "steps": 10, "records": 1.0}, {"cells": 10, "steps": 20,
+                                                          "records": 0.6}]
+    assert eta_model.records_prices(both) == (pytest.approx(0.08), 0.0)
+    assert eta_model.records_prices([]) == (0.0, 0.0)

@@ -159,6 +159,9 @@ class _PackRunner:
         self._eval_batch = tf.function(self._eval_batch_impl, reduce_retracing=True)
         self._compiled = {}  # (part, replica) -> tf.function(jit_compile=True)
         self.trace_count = 0
+        # The indices' shape of each trace of the chunk function, as traced: the dims that
+        # reduce_retracing relaxed are None (Engine.one_offs predicts traces from them).
+        self.traced_shapes: List[tf.TensorShape] = []
 
     # -- state -----------------------------------------------------------------------
     def reset(self, members: Sequence[Member], total_steps: int) -> None:
@@ -204,6 +207,7 @@ class _PackRunner:
 
     def _train_chunk_impl(self, indices, num_steps, batch_size=None):
         self.trace_count += 1  # Python side effect: counts traces, not calls
+        self.traced_shapes.append(indices.shape)
         if batch_size is None:
             batch_size = self.static_batch
         strategy = self.engine.strategy
@@ -654,7 +658,8 @@ class Engine:
                                  if isinstance(layer, model_layers.GhostBatchNormalization)}
         return self._ghost_sizes
 
-    def _runner(self, num_members: int, batch_size: int) -> _PackRunner:
+    def _runner_key(self, num_members: int, batch_size: int) -> tuple:
+        """(members, static batch size or None, XLA): packs with one key share a runner."""
         # XLA (and so a TPU) needs static shapes, and an LSTM's carried state is shaped by
         # the batch; any other model keeps the batch dynamic so one trace serves every B.
         jit = use_xla(self.config, self.strategy, batch_size)
@@ -662,6 +667,41 @@ class Engine:
         static = (jit or self.dataset.ordering == "streams"
                   or isinstance(self.strategy, tf.distribute.TPUStrategy)
                   or (self.replicas > 1 and bool(self._ghost_batch_sizes())))
+        return (num_members, batch_size if static else None, jit)
+
+    def one_offs(self, packs: Sequence[tuple]) -> List[Optional[str]]:
+        """What each of `packs` ((members, batch size), in the order they will train,
+        after the packs trained so far) pays once, for the progress ETA to price:
+
+        - "compile": its chunk function traces and XLA compiles it (a new XLA runner:
+          one per pack shape);
+        - "trace": it traces without XLA (a new runner, or a call whose indices' shape
+          no trace so far covers: reduce_retracing traces the second batch size with
+          the dims that differ relaxed, and that trace serves every later one);
+        - None: neither.
+        tests/test_engine.py checks this against the traces TensorFlow makes.
+        """
+        steps_per_call = int(self.config.train.steps_per_call)
+        traced = {key: list(runner.traced_shapes) for key, runner in self._runners.items()}
+        kinds = []
+        for members, batch_size in packs:
+            key = self._runner_key(int(members), int(batch_size))
+            shape = tf.TensorShape(self.sampler.indices_shape(int(members), int(batch_size),
+                                                              steps_per_call))
+            shapes = traced.setdefault(key, [])
+            if any(seen.is_compatible_with(shape) for seen in shapes):
+                kinds.append(None)
+                continue
+            relaxed = shape  # TF's common supertype of the new shape and every earlier one
+            for seen in shapes:
+                relaxed = relaxed.most_specific_compatible_shape(seen)
+            shapes.append(relaxed)
+            kinds.append("compile" if key[2] else "trace")
+        return kinds
+
+    def _runner(self, num_members: int, batch_size: int) -> _PackRunner:
+        key = self._runner_key(num_members, batch_size)
+        jit = key[2]
         if (jit and num_members > 1 and self.dataset.ordering == "streams"
                 and not isinstance(self.strategy, tf.distribute.TPUStrategy)):
             # Vectorising the LSTM's time loop over members makes TensorLists that XLA
@@ -687,7 +727,6 @@ class Engine:
                     f"under {type(self.strategy).__name__}. Use "
                     "--config.train.jit_compile=false (or auto), batch sizes of at least "
                     f"{self.replicas} x {size}, or fewer replicas")
-        key = (num_members, batch_size if static else None, jit)
         if key not in self._runners:
             self._runners[key] = _PackRunner(self, num_members, key[1], jit)
         return self._runners[key]

@@ -16,6 +16,7 @@ prices the rest as before that plan: one recent rate per work unit for every bat
 """
 
 import argparse
+import inspect
 import json
 import os
 import shutil
@@ -81,6 +82,10 @@ def replay(path: str, every: float, from_work: float, min_left_s: float,
     init.pop("min_interval_s", None)
     if without_plan:
         init.pop("plan", None)
+    # A recording made by a newer Progress replays through an older one (main's, from a
+    # copy of its tree) without the arguments that one does not take.
+    accepted = inspect.signature(progress_lib.Progress.__init__).parameters
+    init = {k: v for k, v in init.items() if k in accepted}
     progress = progress_lib.Progress(total_cells, total_work, stream=open(os.devnull, "w"),
                                      min_interval_s=1e9, clock=lambda: now[0], **init)
     end = events[-1]["t"]

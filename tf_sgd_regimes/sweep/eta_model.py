@@ -1,22 +1,34 @@
-"""The ETA's price of compute per batch size, learnt from the packs this session measured.
+"""The ETA's prices of the packs to come, learnt from the packs this session measured.
 
-The work model (engine.cell_work) prices a cell's compute by its steps and batch size, but
-its curve was fitted on one machine: on another, batches from B = 32 on cost 2.5-4.3x
-more per work unit than B = 1 (BENCHMARKS.md, issue 13's ETA section). So each batch
-size still to come is priced by what the measured ones cost, interpolated in log B, and
-past the largest measured one scaled from it.
+Compute: the work model (engine.cell_work) prices a cell's compute by its steps and
+batch size, but its curve was fitted on one machine: on another, batches from B = 32 on
+cost 2.5-4.3x more per work unit than B = 1 (BENCHMARKS.md, issue 13's ETA section). So
+each batch size still to come is priced by what the measured ones cost, interpolated in
+log B, and past the largest measured one scaled from it (rate_at). One-offs: the packs
+the engine predicts to compile or trace, at what that kind cost so far (OneOffs). The
+rest: engine time, records and reports per cell, cell-step and step (besides_compute).
 """
 
 import math
 from typing import Dict, List, Optional, Tuple
 
-# What a pack after the session's first pays besides compute and reports (re-initialising,
-# compiling or tracing its step, evaluation, records), as a share of the first pack's
-# one-off (its traced first chunk beyond its work: start-up, trace, compile), used until
-# such a pack has finished. On the demo (11 packs, two of them compiling with XLA, two
-# tracing) the ten later packs paid 8.8 and 9.6 s for a first one-off of 4.5 and 5.0 s
-# (BENCHMARKS.md, issue 13's ETA section): about 0.2 each.
+# The session's first pack's own evaluation and records, priced while it trains, as a
+# share of its one-off (its traced first chunk beyond its work: start-up, trace,
+# compile). Fitted as what each later pack paid besides compute and reports: on the demo
+# (11 packs, two compiling with XLA, two tracing) the ten later packs paid 8.8 and 9.6 s
+# for a first one-off of 4.5 and 5.0 s (BENCHMARKS.md, issue 13's ETA section), 0.2
+# each; the first pack's evaluation and records measured 0.2 of it on the Intel machine.
 LATER_PACK_SHARE = 0.2
+# A later pack's one-off by kind (OneOffs), until one of that kind is measured, as a
+# share of the first pack's one-off: XLA compiles cost 0.5-0.6 of it on the 2-core AMD
+# machine (the first pack compiling too) and 0.55-0.67 on the Intel one (the first
+# pack tracing), traces 0.15-0.3 (BENCHMARKS.md, issue 13's ETA section).
+ONE_OFF_SHARE = {"compile": 0.6, "trace": 0.2}
+# A later pack's engine time and records besides its one-off (re-initialising, probe,
+# evaluation, records), until one has finished, as a share of the first pack's one-off:
+# 0.26-1.04 s, mean 0.46 s, against 7.4 s on the Intel machine (0.06); from B = 32 on
+# 0.15-0.25 s against 4.5-5 s on the AMD one (0.04; more where the steps are many).
+LATER_BASE_SHARE = 0.05
 
 
 def rate_at(points: List[Tuple[int, float]], batch_size: int,
@@ -118,31 +130,180 @@ class Plan:
     def work_left(self) -> Dict[int, float]:
         return {b: work for b, work in self._work_left.items() if work > 0}
 
+    def rate(self, points: List[Tuple[int, float]], batch_size: int) -> Optional[float]:
+        """Compute seconds per work unit at `batch_size` by rate_at from the measured
+        (batch size, rate) `points`; None without a batch size or two points."""
+        if batch_size <= 0 or len(points) < 2:
+            return None
+        return rate_at(points, batch_size, self.step_work)
 
-def later_packs_budget(packs: List[dict], running_one_off: Optional[float],
-                       packs_to_come: float) -> float:
-    """What the packs still to start will pay besides compute and reports, by the prior:
-    each pack after the session's first pays LATER_PACK_SHARE x the first pack's one-off,
-    on average (a compile at one, little at another), so what the finished later packs
-    and the running one paid beyond their share comes off.
+    def compute_left(self, points: List[Tuple[int, float]]) -> Optional[float]:
+        """Compute seconds of the work left, each batch size at its rate (rate_at); None
+        until two batch sizes are measured (the work model at the recent packs' rate
+        prices the rest until then)."""
+        if len(points) < 2:
+            return None
+        return sum(rate_at(points, b, self.step_work) * w for b, w in self.work_left().items())
+
+
+def pack_parts(seconds: float, records: float, trained_s: float, work: float,
+               rate: Optional[float], untimed: Tuple[float, float],
+               gaps: Optional[Tuple[float, float]]) -> dict:
+    """A finished pack's seconds by what drives them (the prices of the packs to come
+    read these): compute, one-off, engine time, records, gaps between chunks.
 
     Args:
-      packs: the session's finished packs (progress.Progress's records of them).
-      running_one_off: the running pack's traced chunks' seconds beyond their work
-        (None: no pack runs).
-      packs_to_come: how many packs are still to start.
+      seconds: the pack's whole span; records: from training's end to the pack's end.
+      trained_s: its training's seconds; work: its work units of this session.
+      rate: its measured compute seconds per work unit (None: nothing measured, all of
+        training counts as compute).
+      untimed: (seconds, work) of its chunks that traced or compiled: beyond their work
+        a one-off (a later pack of the same shape does not trace again).
+      gaps: (seconds, work) between its measured chunks besides compute, priced per
+        step (None: no steps to price them by; they stay in the engine's time).
     """
-    first = packs[0]["one_off"] if packs else (running_one_off or 0.0)
-    share = LATER_PACK_SHARE * first
-    costs = [p["engine"] + p["records"] + p["one_off"] for p in packs[1:]]
-    if costs and costs[-1] < share:
-        # The last pack paid less than its share: the packs that compile or trace are
-        # behind (the demo's from B = 32 on), so the measured costs price the rest; the
-        # share left unspent would otherwise pile onto the last packs.
-        return 0.0
-    # Only what was paid beyond the share comes off: a cheap pack earlier on does not
-    # leave its unspent share to the packs after it.
-    paid = sum(max(cost - share, 0.0) for cost in costs)
-    if packs and running_one_off is not None:  # a later pack runs: its compile so far
-        paid += max(running_one_off - share, 0.0)
-    return max(share * packs_to_come - paid, 0.0)
+    if rate is not None:
+        compute, one_off = rate * work, max(untimed[0] - rate * untimed[1], 0.0)
+    else:
+        compute, one_off = trained_s, 0.0
+    engine = max(seconds - compute - one_off - records, 0.0)  # the rest is the engine's
+    gap = gaps[0] / gaps[1] * work if gaps is not None and gaps[1] > 0 else 0.0
+    return {"work": work, "one_off": one_off, "compute": compute,
+            "engine": max(engine - gap, 0.0), "records": records, "gaps": min(gap, engine)}
+
+
+def recent(packs: List[dict]) -> List[dict]:
+    """The latest of the finished `packs` (newest first) holding about half of their cells:
+    their rates price the rest, so a machine that speeds up or slows down moves the ETA."""
+    finished = sum(p["cells"] for p in packs)
+    window = []
+    for pack in reversed(packs):
+        if sum(p["cells"] for p in window) >= finished / 2.0:
+            break
+        window.append(pack)
+    return window
+
+
+def besides_compute(packs: List[dict], cells_left: float, steps_left: float,
+                    running_cells: int, by_kind: bool = False,
+                    first_one_off: Optional[float] = None,
+                    running_gaps: Optional[Tuple[float, float]] = None) -> float:
+    """Seconds the packs still to start pay besides compute and one-offs.
+
+    Args:
+      packs: the session's finished packs (progress.Progress's records of them: cells,
+        steps per cell, seconds of engine time, records and gaps between chunks, kind).
+      cells_left, steps_left: the cells and cell-steps of the packs still to start.
+      running_cells: the running pack's cells (the pack size before any has finished).
+      by_kind: the engine predicted the packs' one-offs (progress.Progress's one_offs):
+        engine time from the packs that neither compiled nor traced, records by cells
+        and steps (records_prices); else both per cell of the recent packs.
+      first_one_off: no pack after the session's first has finished: their engine time
+        and records are LATER_BASE_SHARE x this each (the first pack's are one pack's,
+        with its evaluation's and probe's traces).
+      running_gaps: (seconds, pack-steps) between the running pack's chunks, when no
+        finished pack tells the cost per step.
+    """
+    window = recent(packs)
+    per_pack = (sum(p["cells"] for p in packs) / len(packs) if packs
+                else max(running_cells, 1))
+    # The engine's own time (re-initialising, probe, evaluation): the session's first
+    # pack also traced its evaluation and probe, so it is left out; a pack that compiled
+    # or traced made a new runner, which traced its evaluation too.
+    later = [p for p in window if p is not packs[0]] if packs else []
+    plain = ([p for p in later if p["kind"] is None] if by_kind else []) or later
+    plain_cells = sum(p["cells"] for p in plain)
+    engine = sum(p["engine"] for p in plain) / plain_cells if plain_cells else 0.0
+    cells = sum(p["cells"] for p in window)
+    per_cell, per_step = (sum(p["records"] for p in window) / cells if cells else 0.0), 0.0
+    if by_kind:
+        per_cell, per_step = records_prices(packs)
+    if first_one_off is not None:
+        engine = LATER_BASE_SHARE * first_one_off / max(per_pack, 1.0)
+        per_cell = per_step = 0.0
+    seconds = (per_cell + engine) * cells_left + per_step * steps_left
+    # Per-step costs (reports between chunks), times the steps of the packs left (their
+    # cell-steps over a pack's cells): learnt on the packs after the first, else on the
+    # first, else on the running pack.
+    stepped, gaps = sum(p["steps"] for p in later), sum(p["gaps"] for p in later)
+    if stepped <= 0:
+        stepped, gaps = sum(p["steps"] for p in window), sum(p["gaps"] for p in window)
+    if stepped <= 0 and running_gaps is not None:
+        gaps, stepped = running_gaps
+    if stepped > 0:
+        seconds += gaps / stepped * steps_left / max(per_pack, 1.0)
+    return seconds
+
+
+def records_prices(packs: List[dict]) -> Tuple[float, float]:
+    """(seconds per cell, seconds per cell-step) of the records of finished packs (their
+    "cells", "steps" per cell and "records" seconds), by least squares.
+
+    A pack's records (ledger, TensorBoard files, oracle) grow with its steps as well as
+    its cells: the demo's B = 1 pack (14,370 steps) took 0.59 s, the packs of 14-449
+    steps 0.09-0.13 s, for 78 cells each. Until two step counts tell the parts apart,
+    or where the fit is negative, per cell only.
+    """
+    rows = [(float(p["cells"]), float(p["cells"]) * float(p["steps"]), float(p["records"]))
+            for p in packs if p["cells"] > 0]
+    cells = sum(c for c, _, _ in rows)
+    if not rows:
+        return 0.0, 0.0
+    flat = sum(r for _, _, r in rows) / cells
+    aa = sum(c * c for c, _, _ in rows)
+    ab = sum(c * s for c, s, _ in rows)
+    bb = sum(s * s for _, s, _ in rows)
+    ar = sum(c * r for c, _, r in rows)
+    br = sum(s * r for _, s, r in rows)
+    det = aa * bb - ab * ab
+    if det <= 1e-9 * aa * bb:
+        return flat, 0.0
+    per_cell, per_step = (ar * bb - br * ab) / det, (aa * br - ab * ar) / det
+    if per_cell < 0 or per_step < 0:
+        return flat, 0.0
+    return per_cell, per_step
+
+
+class OneOffs:
+    """The one-offs of the packs to come, by kind, and those this session measured.
+
+    The engine predicts which packs will compile with XLA or trace their step
+    (engine.Engine.one_offs: a new runner, or a shape no trace covers); each such pack
+    is priced at the mean one-off measured for its kind in the packs after the session's
+    first (its chunks that traced or compiled, beyond their work), and a pack that does
+    neither at nothing. Until a kind is measured, at ONE_OFF_SHARE of the first pack's
+    one-off, which also holds the session's start-up.
+    """
+
+    def __init__(self, predicted: List[Tuple[int, Optional[str]]]):
+        # (batch size, kind) of the packs to come, in order (JSON gives lists).
+        self._to_come = [(int(b), kind) for b, kind in predicted]
+        self._measured: Dict[str, List[float]] = {}
+
+    def start(self, batch_size: int) -> Optional[str]:
+        """The kind of the pack starting at `batch_size` (the first one to come there)."""
+        for index, (b, kind) in enumerate(self._to_come):
+            if b == int(batch_size):
+                del self._to_come[index]
+                return kind
+        return None
+
+    def add(self, kind: Optional[str], seconds: float) -> None:
+        """A finished pack after the session's first paid `seconds` of one-off."""
+        if kind is not None:
+            self._measured.setdefault(kind, []).append(float(seconds))
+
+    def price(self, kind: str, first: float, running: Optional[tuple] = None) -> float:
+        """Seconds one pack of `kind` pays; `running`: the running pack's (kind, one-off
+        so far), a measurement of its kind once its traced chunks are done."""
+        seen = list(self._measured.get(kind, []))
+        if running is not None and running[0] == kind:
+            seen.append(running[1])
+        if seen:
+            return sum(seen) / len(seen)
+        return ONE_OFF_SHARE.get(kind, 0.0) * first
+
+    def left(self, first: float, running: Optional[tuple] = None) -> float:
+        """Seconds of one-offs the packs still to start will pay."""
+        return sum(self.price(kind, first, running) for _, kind in self._to_come
+                   if kind is not None)

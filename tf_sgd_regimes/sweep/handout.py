@@ -31,6 +31,22 @@ class Pack:
     trials: Dict[str, object]  # cell_id -> keras-tuner Trial, for cells still without record
 
 
+def pack_shapes(cells: List[grid.Cell], pack_size: int) -> List[tuple]:
+    """(members, batch size) of the packs that `cells` (without a record, in grid order)
+    form, in order, as CellSource.next_pack forms them: consecutive cells of one pack key,
+    at most `pack_size` (0: no limit) to a pack."""
+    shapes, key, members = [], None, 0
+    for cell in cells:
+        if cell.pack_key != key or (pack_size and members == pack_size):
+            if members:
+                shapes.append((members, key[0]))
+            key, members = cell.pack_key, 0
+        members += 1
+    if members:
+        shapes.append((members, key[0]))
+    return shapes
+
+
 class CellSource:
     """Hands out packs of cells without a ledger record, in grid order."""
 

@@ -219,12 +219,17 @@ class Sweep:
             row[0] += self._cell_work(c.steps, c.batch_size)
             row[1] += 1
             row[2] += c.steps
+        # Which packs to come compile or trace (the engine knows), for the ETA to price.
+        predict = getattr(self.engine, "one_offs", None) if remaining else None
+        shapes = handout.pack_shapes(remaining, int(self.config.sweep.pack_size))
+        one_offs = list(zip([b for _, b in shapes], predict(shapes))) if predict else None
         progress = progress_lib.Progress(
             len(self.cells), sum(row[0] for row in plan.values()),
             done_cells=len(self.cells) - len(remaining), stream=self.stream,
             min_interval_s=self.progress_interval_s, clock=self.clock,
             total_steps=sum(c.steps for c in remaining),
-            engine_times_chunks=self.config.get("engine", "keras") == "keras", plan=plan)
+            engine_times_chunks=self.config.get("engine", "keras") == "keras", plan=plan,
+            one_offs=one_offs)
         self.progress = progress
         root_logged = os.path.isdir(summaries.tensorboard_dir(self.workdir)) and any(
             n.startswith("events") for n in os.listdir(summaries.tensorboard_dir(self.workdir)))

@@ -61,26 +61,25 @@ class Progress:
       and probe trace; its start-up).
 
     The ETA is what is left of the running pack (its measured rate and reports x its
-    work left, then its records at their pace so far, or the last pack's) plus, for the
-    packs after it, their compute + per-step cost x their steps + engine and record
-    seconds per cell x their cells, each rate over the recent packs holding about half
-    of this session's finished cells (so a machine that speeds up or slows down moves
-    the ETA). Their compute: given the `plan` (work, cells, cell-steps left per batch
-    size) and once two batch sizes have measured compute (the running pack's so far
-    included), each batch size's work x its rate from the rates measured per batch size
-    (eta_model.rate_at: the work model's curve is one machine's); until then, or without
-    a plan, their work x the recent packs' seconds per work unit. Until a pack after the
-    session's first has finished, the rates come from the first (or the running) pack,
-    and each pack to come is charged eta_model.LATER_PACK_SHARE x the first pack's
-    one-off for its engine time and records, which no pack has shown yet (and so is the
-    first pack's own evaluation and records while it trains). Work restored from a
-    checkpoint counts as done but not as work of this session.
+    work left, then its records at their pace so far, or the last pack's) plus the
+    packs after it, priced by eta_model from the recent packs holding about half of
+    this session's finished cells (so a machine that speeds up or slows down moves the
+    ETA): their compute by batch size, given the `plan` of work left per batch size
+    (eta_model.Plan; until two batch sizes are measured, or without a plan, the recent
+    packs' seconds per work unit); their one-offs, given the engine's prediction of
+    which compile or trace (`one_offs`, eta_model.OneOffs); and their reports, engine
+    time and records (eta_model.besides_compute). Until a pack after the session's
+    first has finished, the first pack's one-off sets the priors of what the later
+    packs pay besides compute, and of the first pack's own evaluation and records
+    while it trains (eta_model.LATER_PACK_SHARE). Work restored from a checkpoint
+    counts as done but not as work of this session.
     """
 
     def __init__(self, total_cells: int, total_work: float, done_cells: int = 0,
                  stream: Optional[TextIO] = None, min_interval_s: float = 5.0,
                  clock=time.perf_counter, total_steps: float = 0.0,
-                 engine_times_chunks: bool = False, plan: Optional[dict] = None):
+                 engine_times_chunks: bool = False, plan: Optional[dict] = None,
+                 one_offs: Optional[list] = None):
         self.total_cells = total_cells
         # The engine reports each chunk's compute seconds (ChunkReport.compute_s; the NQM
         # engine does not): until one is measured, the first pack's rate is unknown.
@@ -141,6 +140,10 @@ class Progress:
         self._plan = eta_model.Plan(plan) if plan else None
         self._batch_rates = eta_model.BatchRates()
         self._pack_batch = 0
+        # (batch size, "compile" / "trace" / None) of the packs to come, as the engine
+        # predicts them (None: not given, no one-off priced), and the running pack's kind.
+        self._one_offs = eta_model.OneOffs(one_offs) if one_offs is not None else None
+        self._pack_kind = None
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -217,78 +220,55 @@ class Progress:
             # cost what it costs per work unit.
             left, seconds, work = running
             return left + (seconds / work * work_left if work > 0 else 0.0)
-        finished = sum(p["cells"] for p in self._packs)
-        window = []
-        for pack in reversed(self._packs):
-            if sum(p["cells"] for p in window) >= finished / 2.0:
-                break
-            window.append(pack)
+        window = eta_model.recent(self._packs)
         compute = sum(p["compute"] for p in window)
         work = sum(p["work"] for p in window)
         if work <= 0:  # only the running pack to go by
             rate = self._rate()
             compute, work = (rate, 1.0) if rate is not None else (0.0, 1.0)
-        cells = sum(p["cells"] for p in window)
-        records = sum(p["records"] for p in window) / cells if cells else 0.0
         cells_left = max(self.total_cells - self.done_cells
                          - (max(self._pack_cells - self._pack_recorded, 0)
                             if self.pack_label else 0), 0)
-        per_pack = (finished / len(self._packs) if self._packs
-                    else max(self._pack_cells, 1))
-        # The engine's own time besides compute (re-initialising, probe, evaluation): the
-        # session's first pack also traced its evaluation and probe, so it is left out.
-        later = [p for p in window if p is not self._packs[0]]
-        later_cells = sum(p["cells"] for p in later)
-        engine = sum(p["engine"] for p in later) / later_cells if later_cells else 0.0
+        running_steps = self._pack_steps * self._pack_cells if self.pack_label else 0.0
+        steps_left = max(self.total_steps - self._steps_done - running_steps, 0.0)
+        predicted = self._one_offs is not None and self._measured
+        first = None  # no later pack has finished: the prior, from the first's one-off
+        if predicted and len(self._packs) <= 1:
+            first = self._packs[0]["one_off"] if self._packs else self._running_one_off()
+        running_gaps = None  # the running pack's gaps so far, over its steps
+        if self._gap_work > 0 and self._pack_steps > 0:
+            running_gaps = (self._gap_s, self._gap_work / self._pack_work * self._pack_steps)
         by_batch = self._compute_by_batch()
-        budget = (eta_model.later_packs_budget(
-            self._packs, self._running_one_off() if self.pack_label else None,
-            cells_left / per_pack) if self._measured else 0.0)  # no one-off to scale
         eta += ((compute / work * work_left if by_batch is None else by_batch)
-                + max((records + engine) * cells_left, budget))
-        if self.total_steps > 0:
-            # Per-step costs besides compute (reports between chunks), times the steps of
-            # the packs left (their cells' steps over the cells of a pack): learnt on the
-            # packs after the first, else on the first, else on the running pack.
-            stepped = sum(p["steps"] for p in later)
-            gaps = sum(p["gaps"] for p in later)
-            if stepped <= 0:
-                stepped = sum(p["steps"] for p in window)
-                gaps = sum(p["gaps"] for p in window)
-            if stepped <= 0 and self._gap_work > 0 and self._pack_steps > 0:
-                stepped = self._gap_work / self._pack_work * self._pack_steps
-                gaps = self._gap_s
-            if stepped > 0:
-                running_steps = (self._pack_steps * self._pack_cells
-                                 if self.pack_label else 0.0)
-                steps_left = max(self.total_steps - self._steps_done - running_steps, 0.0)
-                eta += gaps / stepped * steps_left / max(per_pack, 1.0)
+                + eta_model.besides_compute(
+                    self._packs, cells_left, steps_left, self._pack_cells,
+                    by_kind=self._one_offs is not None, first_one_off=first,
+                    running_gaps=running_gaps)
+                + self._one_offs_left())
         return eta
 
     def _compute_by_batch(self) -> Optional[float]:
-        """Compute seconds of the packs still to start, each batch size priced by the
-        rates measured at the batch sizes seen so far (eta_model.rate_at); None until
-        two batch sizes have measured compute (the work model prices the rest until then,
-        at the recent packs' rate)."""
+        """Compute seconds of the packs still to start by batch size (eta_model.Plan),
+        the running pack's rate so far included; None: no plan or too few measured."""
         if self._plan is None or not self._measured:
             return None
         running = ((self._pack_batch, self._compute_s, self._compute_work)
                    if self.pack_label else None)
-        points = self._batch_rates.points(running)
-        if len(points) < 2:
-            return None
-        return sum(eta_model.rate_at(points, b, self._plan.step_work) * w
-                   for b, w in self._plan.work_left().items())
+        return self._plan.compute_left(self._batch_rates.points(running))
 
     def _batch_rate(self, batch_size: int) -> Optional[float]:
-        """Compute seconds per work unit at `batch_size` from the finished packs' rates
-        per batch size (None: no plan, no batch size, or fewer than two measured)."""
-        if self._plan is None or batch_size <= 0:
-            return None
-        points = self._batch_rates.points()
-        if len(points) < 2:
-            return None
-        return eta_model.rate_at(points, batch_size, self._plan.step_work)
+        """Compute seconds per work unit at `batch_size` from the finished packs' rates."""
+        return self._plan.rate(self._batch_rates.points(), batch_size) if self._plan else None
+
+    def _one_offs_left(self) -> float:
+        """Seconds the packs still to start will pay once (eta_model.OneOffs)."""
+        if self._one_offs is None or not self._measured:  # the NQM: nothing to scale
+            return 0.0
+        first = self._packs[0]["one_off"] if self._packs else self._running_one_off()
+        running = None
+        if self._packs and self.pack_label and self._reported_at is not None:
+            running = (self._pack_kind, self._running_one_off())
+        return self._one_offs.left(first, running)
 
     def _running_one_off(self) -> float:
         """The running pack's traced chunks' seconds beyond their work."""
@@ -329,6 +309,7 @@ class Progress:
         self._pack_batch = int(batch_size)
         if self._plan is not None:
             self._plan.start(batch_size, pack_work)
+        self._pack_kind = self._one_offs.start(batch_size) if self._one_offs else None
         self._gap_s = self._gap_work = 0.0
         self._gaps = 0
         self._pack_recorded = 0
@@ -407,25 +388,17 @@ class Progress:
         self.failed += failed
         self.work_done += float(pack_work)
         own_work = max(float(pack_work) - self._pack_resumed, 0.0)
-        seconds = now - self._pack_origin
         train_end = self._train_end if self._train_end is not None else now
-        records = now - train_end  # records, TensorBoard files, oracle
-        if self._measured and rate is not None and self._reported_at is not None:
-            # Traced chunks beyond their work are one-offs (a later pack of the same
-            # shape does not trace again); the rest besides compute is the engine's.
-            compute = rate * own_work
-            compiled = max(self._untimed_s - rate * self._untimed_work, 0.0)
-        else:  # nothing measured: all of training counts as compute
-            compute, compiled = train_end - self._pack_start, 0.0
-        engine = max(seconds - compute - compiled - records, 0.0)
-        gaps = self._gap_s / self._gap_work * own_work if self._gap_work > 0 else 0.0
-        if not (self.total_steps > 0 and self._pack_steps > 0):
-            gaps = 0.0  # no steps to price them by: they stay in the engine's time
-        steps = self._pack_steps * (own_work / self._pack_work if self._pack_work else 0.0)
-        self._packs.append({"cells": self._pack_recorded, "work": own_work,
-                            "one_off": compiled,
-                            "compute": compute, "engine": max(engine - gaps, 0.0),
-                            "records": records, "gaps": min(gaps, engine), "steps": steps})
+        measured = self._measured and rate is not None and self._reported_at is not None
+        pack = eta_model.pack_parts(
+            now - self._pack_origin, now - train_end, train_end - self._pack_start,
+            own_work, rate if measured else None, (self._untimed_s, self._untimed_work),
+            (self._gap_s, self._gap_work) if self.total_steps > 0 and self._pack_steps else None)
+        pack.update(cells=self._pack_recorded, kind=self._pack_kind, steps=self._pack_steps
+                    * (own_work / self._pack_work if self._pack_work else 0.0))
+        if self._one_offs is not None and self._packs:  # the first holds the start-up
+            self._one_offs.add(self._pack_kind, pack["one_off"])
+        self._packs.append(pack)
         self._steps_done += self._pack_steps * self._pack_recorded
         self._batch_rates.add(self._pack_batch, self._compute_s, self._compute_work)
         if rate is not None:
