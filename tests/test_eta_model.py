@@ -152,3 +152,27 @@ def test_records_are_priced_per_cell_and_per_cell_step_once_two_step_counts_tell
                                                           "records": 0.6}]
     assert eta_model.records_prices(both) == (pytest.approx(0.08), 0.0)
     assert eta_model.records_prices([]) == (0.0, 0.0)
+
+
+def test_a_first_pack_whose_only_chunk_traced_does_not_price_the_rest():
+    # The digits WRN's first pack (B = 512, 28 steps: one chunk) traces in its only chunk,
+    # so no chunk of it is timed and its training time holds the trace (here 30 s on 30 s
+    # of compute). Once the next pack has timed a chunk, its rate prices the rest: the
+    # first pack's time per work unit (twice the truth) read +44% here.
+    now = [0.0]
+    plan = {512: [600.0, 1, 30], 32: [1200.0, 1, 400], 128: [700.0, 1, 100]}
+    progress = progress_lib.Progress(3, 2500.0, stream=io.StringIO(), min_interval_s=1e9,
+                                     clock=lambda: now[0], engine_times_chunks=True,
+                                     plan=plan)
+    rate = 0.05  # compute seconds per work unit, at every batch size
+    progress.start_pack("pack B=512", 600.0, cells=1, batch_size=512)
+    now[0] += 30.0 + rate * 600.0  # trace + compute, one untimed chunk
+    progress.pack_step(600.0)
+    progress.training_done()
+    progress.cell_done()
+    progress.end_pack(0, 0, 600.0)
+    progress.start_pack("pack B=32", 1200.0, cells=1, batch_size=32)
+    now[0] += rate * 300.0
+    progress.pack_step(300.0, compute_s=rate * 300.0)
+    truth = rate * (900.0 + 700.0)
+    assert progress.eta() == pytest.approx(truth, rel=0.01)

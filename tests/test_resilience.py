@@ -363,14 +363,19 @@ def test_a_work_directory_begun_in_ascending_order_resumes_in_the_spread_order(r
     process = subprocess.Popen(fx.cli_args(workdir, "sweep.pack_order=ascending"),
                                env=fx.env(), cwd=fx.REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
-    # A checkpoint of the second pack (B = 16's second half): one pack recorded, one in flight.
-    assert _wait_for(lambda: fx.record_count(workdir) >= 3 and bool(_manifests(workdir)),
-                     process, 180)
+    # Stopped once the first pack is recorded, so in or just before the second (B = 16's
+    # second half); waiting for its periodic checkpoint as well raced a fast machine,
+    # whose short packs could end before one was due.
+    assert _wait_for(lambda: fx.record_count(workdir) >= 3, process, 180)
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == signals.EXIT_PREEMPTED, output[-3000:]
     before = fx.read_records(workdir)
-    assert before and all("_B00016_" in c for c in before)  # the old order: B = 16 first
+    # The old order: B = 16's cells first, then B = 32's (a fast machine may be past the
+    # B = 16 packs when the signal comes); and some cells left to resume.
+    small = {c for c in _expected_cells(fx.config()) if "_B00016_" in c}
+    assert before and len(before) < len(_expected_cells(fx.config()))
+    assert set(before) <= small or small <= set(before), sorted(before)
     resumed = fx.run_cli(workdir)  # the config's default order
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     if re.search(r"stopped at step (\d+)", output):  # the signal came mid-pack

@@ -508,7 +508,8 @@ def test_eta_prices_the_compiles_and_traces_the_engine_predicts():
     machine with oneDNN (BENCHMARKS.md, issue 13's ETA section): the first pack (B =
     1024, no XLA) traces with the session's start-up (7.4 s), the XLA packs at B = 1, 4
     and 2 compile (5.0, 4.1, 4.3 s; their new runners' evaluations trace, 0.3 s), B = 32
-    traces again (1.15 s: reduce_retracing relaxes the batch), the rest neither; compute
+    traced again (1.15 s: reduce_retracing relaxed the batch; a runner now traces once
+    for every batch size, but a pack that traces is the case priced), the rest neither; compute
     per work unit 1.0-1.7x B = 1's. Given which packs compile or trace
     (engine.Engine.one_offs), each priced at its kind's measured one-offs (before one is
     seen, a share of the first pack's), the ETA is within 20% from 10% of the work on

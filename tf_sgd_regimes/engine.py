@@ -153,14 +153,22 @@ class _PackRunner:
         self.split_xla = jit_compile and (
             engine.replicas > 1 or isinstance(strategy, tf.distribute.TPUStrategy))
         self.unroll = unroll_steps(config, jit_compile and not self.split_xla)
-        self._train_chunk = tf.function(self._train_chunk_impl,
-                                        jit_compile=jit_compile and not self.split_xla,
-                                        reduce_retracing=True)
+        if batch_size is None:
+            # One runner serves every batch size: traced once with the indices' length
+            # unknown, not first for the first batch size and again, relaxed, for the
+            # second (reduce_retracing), a second trace that cost the digits WRN ~10 s.
+            self._train_chunk = tf.function(self._train_chunk_impl, input_signature=[
+                tf.TensorSpec([num_members, None], tf.int32),
+                tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
+        else:
+            self._train_chunk = tf.function(self._train_chunk_impl,
+                                            jit_compile=jit_compile and not self.split_xla,
+                                            reduce_retracing=True)
         self._eval_batch = tf.function(self._eval_batch_impl, reduce_retracing=True)
         self._compiled = {}  # (part, replica) -> tf.function(jit_compile=True)
         self.trace_count = 0
         # The indices' shape of each trace of the chunk function, as traced: the dims that
-        # reduce_retracing relaxed are None (Engine.one_offs predicts traces from them).
+        # are not fixed are None (Engine.one_offs predicts traces from them).
         self.traced_shapes: List[tf.TensorShape] = []
 
     # -- state -----------------------------------------------------------------------
@@ -675,9 +683,10 @@ class Engine:
 
         - "compile": its chunk function traces and XLA compiles it (a new XLA runner:
           one per pack shape);
-        - "trace": it traces without XLA (a new runner, or a call whose indices' shape
-          no trace so far covers: reduce_retracing traces the second batch size with
-          the dims that differ relaxed, and that trace serves every later one);
+        - "trace": it traces without XLA (a new runner, which traces once for every
+          batch size, _PackRunner's input signature; or a static-shape runner called
+          with indices no trace so far covers: reduce_retracing traces again with the
+          dims that differ relaxed, and that trace serves every later one);
         - None: neither.
         tests/test_engine.py checks this against the traces TensorFlow makes.
         """
@@ -688,6 +697,8 @@ class Engine:
             key = self._runner_key(int(members), int(batch_size))
             shape = tf.TensorShape(self.sampler.indices_shape(int(members), int(batch_size),
                                                               steps_per_call))
+            if key[1] is None:  # traced with the indices' length unknown
+                shape = tf.TensorShape([int(members), None])
             shapes = traced.setdefault(key, [])
             if any(seen.is_compatible_with(shape) for seen in shapes):
                 kinds.append(None)

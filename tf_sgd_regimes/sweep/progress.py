@@ -221,6 +221,12 @@ class Progress:
             left, seconds, work = running
             return left + (seconds / work * work_left if work > 0 else 0.0)
         window = eta_model.recent(self._packs)
+        if self._measured:
+            # A pack whose every chunk traced measured no rate (the digits WRN's first:
+            # 28 steps, one chunk): its training time holds the trace, so the packs that
+            # were timed, or else the running one, price the rest's compute.
+            window = ([p for p in window if p["timed"]]
+                      or [p for p in self._packs if p["timed"]])
         compute = sum(p["compute"] for p in window)
         work = sum(p["work"] for p in window)
         if work <= 0:  # only the running pack to go by
@@ -395,7 +401,8 @@ class Progress:
             own_work, rate if measured else None, (self._untimed_s, self._untimed_work),
             (self._gap_s, self._gap_work) if self.total_steps > 0 and self._pack_steps else None)
         pack.update(cells=self._pack_recorded, kind=self._pack_kind, steps=self._pack_steps
-                    * (own_work / self._pack_work if self._pack_work else 0.0))
+                    * (own_work / self._pack_work if self._pack_work else 0.0),
+                    timed=self._compute_work > 0)
         if self._one_offs is not None and self._packs:  # the first holds the start-up
             self._one_offs.add(self._pack_kind, pack["one_off"])
         self._packs.append(pack)
