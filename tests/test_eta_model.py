@@ -65,14 +65,20 @@ def test_plan_counts_down_the_packs_started():
     assert plan.work_left() == {4: 600.0}
 
 
+def _progress(cells, work, plan):
+    """A Progress on a fake clock (`now[0]`, seconds) whose engine times its chunks."""
+    now = [0.0]
+    progress = progress_lib.Progress(cells, work, stream=io.StringIO(), min_interval_s=1e9,
+                                     clock=lambda: now[0], engine_times_chunks=True,
+                                     plan=plan)
+    return progress, now
+
+
 def _two_packs_measured(plan):
     """A Progress that measured B = 1 at 1 s per work unit (3 cells) and B = 2 at 2 s
     per unit (1 cell), 10 units each, and nothing else costing time; a B = 4 pack of 20
     units to come."""
-    now = [0.0]
-    progress = progress_lib.Progress(5, 40.0, stream=io.StringIO(), min_interval_s=1e9,
-                                     clock=lambda: now[0], engine_times_chunks=True,
-                                     plan=plan)
+    progress, now = _progress(5, 40.0, plan)
     for batch_size, rate, cells in ((1, 1.0, 3), (2, 2.0, 1)):
         progress.start_pack(f"pack B={batch_size}", 10.0, cells=cells, batch_size=batch_size)
         for work in (5.0, 10.0):
@@ -99,11 +105,8 @@ def test_progress_prices_the_packs_to_come_by_their_batch_size():
 def test_a_pack_not_yet_measured_is_priced_at_its_own_batch_size_not_the_last_packs():
     # Packs need not come in ascending batch size (grid.spread): B = 2 at 2 s per work
     # unit, then B = 1 at 1 s, then B = 4, whose first chunk compiles (no measurement).
-    now = [0.0]
     plan = {1: [10.0, 3, 30], 2: [10.0, 1, 5], 4: [20.0, 1, 5]}
-    progress = progress_lib.Progress(5, 40.0, stream=io.StringIO(), min_interval_s=1e9,
-                                     clock=lambda: now[0], engine_times_chunks=True,
-                                     plan=plan)
+    progress, now = _progress(5, 40.0, plan)
     for batch_size, rate, cells in ((2, 2.0, 1), (1, 1.0, 3)):
         progress.start_pack(f"pack B={batch_size}", 10.0, cells=cells, batch_size=batch_size)
         for work in (5.0, 10.0):
@@ -159,11 +162,8 @@ def test_a_first_pack_whose_only_chunk_traced_does_not_price_the_rest():
     # so no chunk of it is timed and its training time holds the trace (here 30 s on 30 s
     # of compute). Once the next pack has timed a chunk, its rate prices the rest: the
     # first pack's time per work unit (twice the truth) read +44% here.
-    now = [0.0]
     plan = {512: [600.0, 1, 30], 32: [1200.0, 1, 400], 128: [700.0, 1, 100]}
-    progress = progress_lib.Progress(3, 2500.0, stream=io.StringIO(), min_interval_s=1e9,
-                                     clock=lambda: now[0], engine_times_chunks=True,
-                                     plan=plan)
+    progress, now = _progress(3, 2500.0, plan)
     rate = 0.05  # compute seconds per work unit, at every batch size
     progress.start_pack("pack B=512", 600.0, cells=1, batch_size=512)
     now[0] += 30.0 + rate * 600.0  # trace + compute, one untimed chunk

@@ -221,8 +221,10 @@ class Sweep:
             row[2] += c.steps
         # Which packs to come compile or trace (the engine knows), for the ETA to price.
         predict = getattr(self.engine, "one_offs", None) if remaining else None
-        shapes = handout.pack_shapes(remaining, int(self.config.sweep.pack_size))
-        one_offs = list(zip([b for _, b in shapes], predict(shapes))) if predict else None
+        one_offs = None
+        if predict is not None:  # the NQM engine compiles nothing: no shapes to list
+            shapes = handout.pack_shapes(remaining, int(self.config.sweep.pack_size))
+            one_offs = list(zip([b for _, b in shapes], predict(shapes)))
         progress = progress_lib.Progress(
             len(self.cells), sum(row[0] for row in plan.values()),
             done_cells=len(self.cells) - len(remaining), stream=self.stream,
