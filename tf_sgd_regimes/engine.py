@@ -167,9 +167,6 @@ class _PackRunner:
         self._eval_batch = tf.function(self._eval_batch_impl, reduce_retracing=True)
         self._compiled = {}  # (part, replica) -> tf.function(jit_compile=True)
         self.trace_count = 0
-        # The indices' shape of each trace of the chunk function, as traced: the dims that
-        # are not fixed are None (Engine.one_offs predicts traces from them).
-        self.traced_shapes: List[tf.TensorShape] = []
 
     # -- state -----------------------------------------------------------------------
     def reset(self, members: Sequence[Member], total_steps: int) -> None:
@@ -215,7 +212,6 @@ class _PackRunner:
 
     def _train_chunk_impl(self, indices, num_steps, batch_size=None):
         self.trace_count += 1  # Python side effect: counts traces, not calls
-        self.traced_shapes.append(indices.shape)
         if batch_size is None:
             batch_size = self.static_batch
         strategy = self.engine.strategy
@@ -683,30 +679,22 @@ class Engine:
 
         - "compile": its chunk function traces and XLA compiles it (a new XLA runner:
           one per pack shape);
-        - "trace": it traces without XLA (a new runner, which traces once for every
-          batch size, _PackRunner's input signature; or a static-shape runner called
-          with indices no trace so far covers: reduce_retracing traces again with the
-          dims that differ relaxed, and that trace serves every later one);
-        - None: neither.
+        - "trace": it traces without XLA (a new runner: one per pack size, whose one
+          trace serves every batch size, or one per shape where the batch is static);
+        - None: neither (a runner that has traced already).
         tests/test_engine.py checks this against the traces TensorFlow makes.
         """
-        steps_per_call = int(self.config.train.steps_per_call)
-        traced = {key: list(runner.traced_shapes) for key, runner in self._runners.items()}
+        # A runner traces (and under XLA compiles) on its first call only: without XLA its
+        # indices' length is left unknown, so one trace serves every batch size; with a
+        # static batch its indices are always [members, steps_per_call x B].
+        traced = {key for key, runner in self._runners.items() if runner.trace_count}
         kinds = []
         for members, batch_size in packs:
             key = self._runner_key(int(members), int(batch_size))
-            shape = tf.TensorShape(self.sampler.indices_shape(int(members), int(batch_size),
-                                                              steps_per_call))
-            if key[1] is None:  # traced with the indices' length unknown
-                shape = tf.TensorShape([int(members), None])
-            shapes = traced.setdefault(key, [])
-            if any(seen.is_compatible_with(shape) for seen in shapes):
+            if key in traced:
                 kinds.append(None)
                 continue
-            relaxed = shape  # TF's common supertype of the new shape and every earlier one
-            for seen in shapes:
-                relaxed = relaxed.most_specific_compatible_shape(seen)
-            shapes.append(relaxed)
+            traced.add(key)
             kinds.append("compile" if key[2] else "trace")
         return kinds
 

@@ -1,8 +1,7 @@
 """The engine's samplers: where each packed member's training batches come from.
 
 The sampler protocol (engine.Engine calls it): fetch() (cross-replica), train_batch(...)
-(per replica), host_indices(...) and its indices_shape(...), reset_carried_state(...),
-eval_batches(split, engine).
+(per replica), host_indices(...), reset_carried_state(...), eval_batches(split, engine).
 `make_sampler` picks one per data set:
   ShuffleSampler   in-memory arrays (data/base.Dataset): a permutation per member and epoch
   StreamSampler    language models (ordering "streams"): data/token_windows.py's windows
@@ -65,17 +64,13 @@ class ShuffleSampler:
             self._permutations[key] = rng.permutation(self.num_train).astype(np.int32)
         return self._permutations[key]
 
-    def indices_shape(self, members: int, batch_size: int, padded_steps: int) -> tuple:
-        """The shape of host_indices' array (the engine predicts its traces from it)."""
-        return (members, padded_steps * batch_size)
-
     def host_indices(self, seeds: Sequence[int], start_step: int, num_steps: int,
                      batch_size: int, padded_steps: int) -> np.ndarray:
         """[K, padded_steps * B] training-set indices for the chunk's steps."""
         positions = start_step * batch_size + np.arange(num_steps * batch_size, dtype=np.int64)
         epochs = positions // self.num_train
         within = positions % self.num_train
-        out = np.zeros(self.indices_shape(len(seeds), batch_size, padded_steps), np.int32)
+        out = np.zeros([len(seeds), padded_steps * batch_size], np.int32)
         for k, seed in enumerate(seeds):
             row = np.empty(within.shape, dtype=np.int32)
             for epoch in np.unique(epochs):
@@ -145,9 +140,6 @@ class StreamSampler:
         self.dataset = dataset
         with strategy.scope():
             self.tokens = tf.constant(dataset.train_x, tf.int32)
-
-    def indices_shape(self, members: int, batch_size: int, padded_steps: int) -> tuple:
-        return (members, 0)  # no host-side indices
 
     def host_indices(self, seeds, start_step, num_steps, batch_size, padded_steps):
         return np.zeros([len(seeds), 0], np.int32)
@@ -234,9 +226,6 @@ class StreamedSampler:
             return _relax_batch(data) if relax else data
 
         return iter(self.strategy.distribute_datasets_from_function(stream))
-
-    def indices_shape(self, members: int, batch_size: int, padded_steps: int) -> tuple:
-        return (members, 0)  # no host-side indices
 
     def host_indices(self, seeds, start_step, num_steps, batch_size, padded_steps):
         """Starts new streams when a pack starts (or resumes); no host-side indices."""
