@@ -258,18 +258,34 @@ def test_chunk_reports_follow_the_schedule(packed):
         assert np.all(np.isfinite(chunk.mean_loss)) and np.all(chunk.diverged_at == -1)
 
 
-def test_chunk_reports_time_compute_except_when_the_step_traces():
-    """compute_s (the progress ETA's measured rate) is None for a chunk whose call traced
-    (its time is mostly a one-off) and the chunk's seconds otherwise; a second pack of
-    the same shape traces nothing."""
+@pytest.mark.parametrize("jit", [False, True])
+def test_chunk_reports_time_compute_apart_from_the_runners_trace(jit):
+    """Every chunk's compute is timed (compute_s, the progress ETA's measured rate): a new
+    runner traces (with XLA: compiles) in a call of no steps before its first chunk,
+    reported apart as that chunk's one_off_s; a second pack of the same shape traces
+    nothing. The call of no steps trains nothing: the results match a runner that
+    traced in its first chunk (the engine before the warm-up)."""
+    config = engine_config(hidden=HIDDEN, l2=L2)
+    with config.unlocked():
+        config.train.jit_compile = str(jit).lower()
     chunks = []
-    _, _, engine = train(MEMBERS[:1], on_chunk=chunks.append)
-    assert chunks[0].compute_s is None
-    assert all(c.compute_s is not None and c.compute_s > 0 for c in chunks[1:])
+    results, _, engine = train(MEMBERS[:1], config, on_chunk=chunks.append)
+    runner = next(iter(engine._runners.values()))
+    assert runner.trace_count == 1 and runner.calls == len(chunks)
+    assert chunks[0].one_off_s is not None and chunks[0].one_off_s > 0
+    assert all(c.one_off_s is None for c in chunks[1:])
+    assert all(c.compute_s is not None and c.compute_s > 0 for c in chunks)
     again = []
     engine.train_pack(list(MEMBERS[:1]), BATCH, STEPS, on_chunk=again.append)
-    assert len(again) == len(chunks)
-    assert all(c.compute_s is not None and c.compute_s > 0 for c in again)
+    assert len(again) == len(chunks) and runner.trace_count == 1
+    assert all(c.compute_s is not None and c.one_off_s is None for c in again)
+    # The same pack on an engine whose runner traces in its first chunk with steps.
+    cold = engine_lib.Engine(config, tiny_dataset(), tf.distribute.get_strategy())
+    cold_runner = cold._runner(1, BATCH)
+    cold_runner.warm = lambda indices, batch_size: False
+    expected = cold.train_pack(list(MEMBERS[:1]), BATCH, STEPS)
+    assert cold_runner.trace_count == 1
+    assert [r.metrics for r in results] == [r.metrics for r in expected]
 
 
 # -- checkpoints ----------------------------------------------------------------------

@@ -176,3 +176,98 @@ def test_a_first_pack_whose_only_chunk_traced_does_not_price_the_rest():
     progress.pack_step(300.0, compute_s=rate * 300.0)
     truth = rate * (900.0 + 700.0)
     assert progress.eta() == pytest.approx(truth, rel=0.01)
+
+
+def test_a_first_pack_traced_apart_from_its_chunk_is_timed():
+    # The engine traces a new runner in a call of no steps (ChunkReport.one_off_s), so the
+    # WRN's one-chunk B = 512 pack is timed: 2 s of set-up, 30 s of trace, then its
+    # compute at 0.1 s per unit. With B = 32 measured at 0.05, B = 128 lies between two
+    # measured batch sizes: a line in log B gives 0.05 x 2 ** 0.5 per unit.
+    plan = {512: [600.0, 1, 30], 32: [1200.0, 1, 400], 128: [700.0, 1, 100]}
+    progress, now = _progress(3, 2500.0, plan)
+    progress.start_pack("pack B=512", 600.0, cells=1, batch_size=512)
+    now[0] += 2.0 + 30.0 + 0.1 * 600.0
+    progress.pack_step(600.0, compute_s=0.1 * 600.0, one_off_s=30.0)
+    progress.training_done()
+    progress.cell_done()
+    progress.end_pack(0, 0, 600.0)
+    first = progress._packs[0]
+    assert first["timed"] and first["compute"] == pytest.approx(60.0)
+    assert first["one_off"] == pytest.approx(32.0)  # set-up and trace, as a traced chunk's
+    progress.start_pack("pack B=32", 1200.0, cells=1, batch_size=32)
+    now[0] += 0.05 * 300.0
+    progress.pack_step(300.0, compute_s=0.05 * 300.0)
+    truth = 0.05 * 900.0 + 0.05 * 2 ** 0.5 * 700.0
+    assert progress.eta() == pytest.approx(truth, rel=0.01)
+
+
+def test_an_engine_that_measures_nothing_prices_its_first_packs_engine_time():
+    # The NQM times no chunk and predicts no one-off. Its first pack's span holds the
+    # session's start-up and its hand-out (here 0.3 s before its training), which is
+    # all that tells what the later packs' hand-outs cost until one has finished: the
+    # 13,530-cell sweep's second pack read -32% without it. Once a later pack has
+    # finished, its own engine time prices the rest.
+    now = [0.0]
+    progress = progress_lib.Progress(3, 3.0, stream=io.StringIO(), min_interval_s=1e9,
+                                     clock=lambda: now[0], total_steps=30.0)
+
+    def pack(hand_out, train, records):
+        now[0] += hand_out
+        progress.start_pack("pack", 1.0, cells=1, steps=10, batch_size=8)
+        now[0] += train
+        progress.pack_step(1.0)
+        progress.training_done()
+        now[0] += records
+        progress.cell_done()
+        progress.end_pack(0, 0, 1.0)
+
+    pack(0.3, 0.1, 0.4)
+    assert progress.eta() == pytest.approx(2 * 0.8)
+    pack(0.12, 0.1, 0.4)
+    assert progress.eta() == pytest.approx(0.62)
+
+
+def _recording(path, batch_sizes, seconds_per_example, steps_of):
+    """A recorded sweep (tools/eta_replay.py's format) of one-cell packs whose compute
+    costs `seconds_per_example` at every batch size and nothing else costs time; its
+    work units are progress.cell_work's, steps x (B + 32)."""
+    import json
+
+    plan = {str(b): [progress_lib.cell_work(steps_of[b], b), 1, steps_of[b]]
+            for b in batch_sizes}
+    events = [{"t": 0.0, "event": "init", "kwargs": {
+        "total_cells": len(batch_sizes), "total_work": sum(r[0] for r in plan.values()),
+        "engine_times_chunks": True, "plan": plan, "total_steps": sum(steps_of.values()),
+        "one_offs": [[b, None] for b in batch_sizes]}}]
+    t = 0.0
+    for b in batch_sizes:
+        work, steps = plan[str(b)][0], steps_of[b]
+        events.append({"t": t, "event": "start_pack", "args": ["pack", work],
+                       "kwargs": {"cells": 1, "steps": steps, "batch_size": b}})
+        for part in (1, 2):  # two chunks: the first's start is set-up, so no gap either
+            t += seconds_per_example * b * steps / 2
+            events.append({"t": t, "event": "pack_step", "args": [work * part / 2, ""],
+                           "kwargs": {"compute_s": seconds_per_example * b * steps / 2}})
+        events += [{"t": t, "event": name, "args": args, "kwargs": {}} for name, args in
+                   (("training_done", []), ("cell_done", [False]), ("end_pack", [0, 0, work]))]
+    with open(path, "w") as f:
+        f.write("\n".join(json.dumps(e) for e in events) + "\n")
+
+
+def test_replay_reprices_a_recording_with_another_work_shape(tmp_path):
+    # A convnet's cost per example is flat in B (the digits WRN: within 7% from 32 to
+    # 512); priced with steps x (B + 32), its first pack (B = 512) prices the smaller
+    # batches' steps too dear. tools/eta_replay.py --work_shape=0,none re-prices the
+    # same recording with steps x B, where the ETA is exact.
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
+    import eta_replay
+
+    path = str(tmp_path / "wrn.jsonl")
+    _recording(path, (512, 32, 128), 1e-3, {512: 28, 32: 449, 128: 112})
+    flat = eta_replay.replay(path, 0.01, 0.05, 0.0, shape=(0.0, None))
+    assert flat and all(eta == pytest.approx(left, rel=1e-6) for _, eta, left in flat)
+    recorded = eta_replay.replay(path, 0.01, 0.05, 0.0)
+    assert max(eta / left for _, eta, left in recorded if left > 0) > 1.2

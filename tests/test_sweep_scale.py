@@ -474,7 +474,7 @@ def test_eta_learns_the_compute_per_batch_size_of_a_machine_unlike_the_work_mode
     better overall (mean |error| from 10% of the work 0.28, old 0.37)."""
     cost = {1: 1.0, 2: 1.0, 4: 1.55, 8: 1.4, 16: 1.9, 32: 3.2, 64: 3.5, 128: 3.9,
             256: 3.7, 512: 3.2, 1024: 2.8}
-    xla = {1: 3.4, 2: 2.1, 4: 1.4}  # engine.XLA_AUTO_SPEEDUP, engine.WORK_KNEE_BATCH
+    xla = {1: 3.4, 2: 2.1, 4: 1.4}  # engine.XLA_AUTO_SPEEDUP, engine.WORK_SHAPE
 
     def work_model(steps, batch_size):
         return progress_lib.cell_work(steps, batch_size) * (1 + batch_size / 1024) \
@@ -521,7 +521,7 @@ def test_eta_prices_the_compiles_and_traces_the_engine_predicts():
             256: 1.66, 512: 1.68, 1024: 1.65}
     traced = {1024: 7.4, 1: 5.0, 4: 4.1, 2: 4.3, 32: 1.15}
     kinds = {1024: "trace", 1: "compile", 4: "compile", 2: "compile", 32: "trace"}
-    xla = {1: 3.4, 2: 2.1, 4: 1.4}  # engine.XLA_AUTO_SPEEDUP, engine.WORK_KNEE_BATCH
+    xla = {1: 3.4, 2: 2.1, 4: 1.4}  # engine.XLA_AUTO_SPEEDUP, engine.WORK_SHAPE
 
     def work_model(steps, batch_size):
         return progress_lib.cell_work(steps, batch_size) * (1 + batch_size / 1024) \

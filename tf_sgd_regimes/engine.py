@@ -75,6 +75,9 @@ class ChunkReport:
     # ETA; None when the call traced or compiled (one-off cost), or from an engine that
     # does not measure it.
     compute_s: Optional[float] = None
+    # Seconds the chunk's runner took to trace (under XLA: and compile) before the chunk,
+    # in a call of no steps (_PackRunner.warm); None when it had traced already.
+    one_off_s: Optional[float] = None
 
 
 def _stack(tensors):
@@ -167,6 +170,7 @@ class _PackRunner:
         self._eval_batch = tf.function(self._eval_batch_impl, reduce_retracing=True)
         self._compiled = {}  # (part, replica) -> tf.function(jit_compile=True)
         self.trace_count = 0
+        self.calls = 0  # calls that trained some steps
 
     # -- state -----------------------------------------------------------------------
     def reset(self, members: Sequence[Member], total_steps: int) -> None:
@@ -209,6 +213,26 @@ class _PackRunner:
         if self.static_batch is None:
             args.append(tf.constant(batch_size, tf.int32))
         self._train_chunk(*args)
+        self.calls += num_steps > 0
+
+    def warm(self, indices: np.ndarray, batch_size: int) -> bool:
+        """Traces the chunk function (under XLA: and compiles it) in a call of no steps,
+        which changes no state, so that the first chunk's time is its compute alone and
+        the progress ETA learns the rate from a pack whose only chunk would have traced
+        (the digits WRN's B = 512 pack: 28 steps). False when it had traced already.
+
+        Split XLA (split_xla) compiles its parts where they first run, inside the loop:
+        there the first chunk with steps still compiles (see compiles_next).
+        """
+        if self.trace_count:
+            return False
+        self.train_chunk(indices, 0, batch_size)
+        return True
+
+    @property
+    def compiles_next(self) -> bool:
+        """The next chunk with steps pays a compilation (split XLA's first)."""
+        return self.split_xla and not self.calls
 
     def _train_chunk_impl(self, indices, num_steps, batch_size=None):
         self.trace_count += 1  # Python side effect: counts traces, not calls
@@ -531,12 +555,20 @@ XLA_AUTO_MAX_BATCH_WITHOUT_ONEDNN = {"small_cnn": 256, "small_wrn": 128}
 # truth"; with TensorFlow's default threads 3.2-4.5x, 2.3-3.5x, 1.5-2.2x). The
 # autoencoder's row in "the auto table" shows less at B = 1 (2.3x).
 XLA_AUTO_SPEEDUP = {1: 3.4, 2: 2.1, 4: 1.4}
-# A step's cost per example grows once a pack's batch outgrows the caches: the demo's MLP
-# packs (78 members, one thread, idle) cost 0.022 ms per work unit at B = 8, 0.030 at 256
-# and 0.044 at 1024 (BENCHMARKS.md, "What the packs cost"), i.e. x (1 + B / 1024). With
-# the other core busy the rise starts earlier (2x from B = 32), which the ETA learns pack
-# by pack; a model not measured keeps steps x (B + 32).
-WORK_KNEE_BATCH = {"mlp": 1024}
+# A measured model's step cost in work units: (B + overhead examples) x (1 + B / knee),
+# the knee where its cost per example grows as the batch outgrows the caches (None: none
+# measured); a model not measured keeps progress.cell_work's steps x (B + 32). The ETA
+# interpolates the measured rates per work unit between batch sizes, so the closer this
+# shape, the better it prices a batch size it has not seen (BENCHMARKS.md, issue 13's
+# "Each model's step cost"):
+# - the demo's MLP packs (78 members, one thread, idle) cost 0.022 ms per work unit at
+#   B = 8, 0.030 at 256 and 0.044 at 1024 ("What the packs cost"); with the other core
+#   busy the rise starts earlier (2x from B = 32), which the ETA learns pack by pack;
+# - the digits CNN's packs (42 members, oneDNN, AMD EPYC with AVX-512) fit (B + 20) x
+#   (1 + B / 160) within 3% from B = 8 to 256 (B + 32 alone: 0.6-2.1x);
+# - the digits WRN's cost per example is flat from B = 32 to 512 (B + 4: within 7% there,
+#   8% against the Intel machine's B = 128 / B = 32 step ratio; B + 32: 0.7-1.2x).
+WORK_SHAPE = {"mlp": (32, 1024), "small_cnn": (20, 160), "small_wrn": (4, None)}
 # Engine.initial_values keeps the initial weights of recent seeds up to this many bytes.
 INITIAL_VALUES_BYTES = 256 * 2**20
 
@@ -588,12 +620,16 @@ def use_xla(config, strategy, batch_size: Optional[int] = None) -> bool:
 
 def cell_work(config, strategy, steps: int, batch_size: int) -> float:
     """The progress cost model of a cell: progress.cell_work, more at large batches of a
-    measured model (WORK_KNEE_BATCH), less for a pack that `auto` compiles with XLA on
+    measured model's shape (WORK_SHAPE), less for a pack that `auto` compiles with XLA on
     CPU (where it was measured to run faster)."""
-    work = progress.cell_work(steps, batch_size)
-    knee = WORK_KNEE_BATCH.get(config.model.get("name"))
-    if knee:
-        work *= 1.0 + batch_size / knee
+    shape = WORK_SHAPE.get(config.model.get("name"))
+    if shape is None:
+        work = progress.cell_work(steps, batch_size)
+    else:
+        overhead, knee = shape
+        work = float(steps) * (float(batch_size) + overhead)
+        if knee:
+            work *= 1.0 + batch_size / knee
     automatic = experiments.tri_state(config.train.jit_compile, "train.jit_compile") == "auto"
     if (automatic and not isinstance(strategy, tf.distribute.TPUStrategy)
             and use_xla(config, strategy, batch_size)):
@@ -780,11 +816,16 @@ class Engine:
         while step < total_steps:
             n = min(steps_per_call, total_steps - step)
             n = probe.clip(step, n) if probe is not None else n
-            started, traces = time.perf_counter(), runner.trace_count
+            started = time.perf_counter()
             indices = self.sampler.host_indices(seeds, step, n, batch_size, steps_per_call)
+            sampled_s, one_off_s = time.perf_counter() - started, None
+            if runner.warm(indices, batch_size):  # the runner's first call: a one-off
+                one_off_s = time.perf_counter() - started - sampled_s
+            traces, compiles = runner.trace_count, runner.compiles_next
+            started = time.perf_counter()
             runner.train_chunk(indices, n, batch_size)  # returns when done (synchronous eager)
-            compute_s = (time.perf_counter() - started if runner.trace_count == traces
-                         else None)
+            compute_s = (sampled_s + time.perf_counter() - started
+                         if runner.trace_count == traces and not compiles else None)
             step += n
             if probe is not None:
                 probe.measure_if_due(step)
@@ -801,7 +842,7 @@ class Engine:
                     step - 1, total_steps))
                 on_chunk(ChunkReport(step, total_steps, mean_loss,
                                      np.array([m.effective_lr * lr_factor for m in members]),
-                                     diverged_at.copy(), compute_s))
+                                     diverged_at.copy(), compute_s, one_off_s))
             runner.loss_sum.assign(np.zeros([len(members)], np.float32))
             if stop:
                 raise Preempted(f"stopped at step {step} of {total_steps}; checkpoint saved")

@@ -53,7 +53,7 @@ def rate_at(points: List[Tuple[int, float]], batch_size: int,
       of the demo's work in two of three recordings (the same in the third);
     - the largest's cost per example, the same at any larger B. The work model's steps
       cost less per example as the batch grows (its fixed overhead of 32 examples) and
-      past B = 181 more again (engine.WORK_KNEE_BATCH, fitted on another machine); where
+      past B = 181 more again (engine.WORK_SHAPE, fitted on another machine); where
       a machine's cost per example stays flat, as on this one from B = 32 on, the knee
       alone priced B = 512 and 1024 8-47% high from B = 128 and 256. (Past XLA's packs,
       B <= 4, this bound is loose: the model divides their work by
@@ -187,7 +187,8 @@ def recent(packs: List[dict]) -> List[dict]:
 def besides_compute(packs: List[dict], cells_left: float, steps_left: float,
                     running_cells: int, by_kind: bool = False,
                     first_one_off: Optional[float] = None,
-                    running_gaps: Optional[Tuple[float, float]] = None) -> float:
+                    running_gaps: Optional[Tuple[float, float]] = None,
+                    untimed: bool = False) -> float:
     """Seconds the packs still to start pay besides compute and one-offs.
 
     Args:
@@ -203,6 +204,9 @@ def besides_compute(packs: List[dict], cells_left: float, steps_left: float,
         with its evaluation's and probe's traces).
       running_gaps: (seconds, pack-steps) between the running pack's chunks, when no
         finished pack tells the cost per step.
+      untimed: the engine measures no compute and predicts no one-offs (the NQM): until
+        a pack after the first has finished, the first pack's engine time prices the
+        rest's, start-up included, rather than nothing.
     """
     window = recent(packs)
     per_pack = (sum(p["cells"] for p in packs) / len(packs) if packs
@@ -211,6 +215,12 @@ def besides_compute(packs: List[dict], cells_left: float, steps_left: float,
     # pack also traced its evaluation and probe, so it is left out; a pack that compiled
     # or traced made a new runner, which traced its evaluation too.
     later = [p for p in window if p is not packs[0]] if packs else []
+    if untimed and not later:
+        # Its first pack's engine time is the session's start-up and one hand-out (the
+        # issue's NQM sweep: 0.31 s, of which a later pack's hand-out is 0.12 s); nothing
+        # priced the later packs' hand-outs: -32% on the 13,530-cell sweep's second pack,
+        # +9% with this (BENCHMARKS.md, issue 13's ETA section).
+        later = window
     plain = ([p for p in later if p["kind"] is None] if by_kind else []) or later
     plain_cells = sum(p["cells"] for p in plain)
     engine = sum(p["engine"] for p in plain) / plain_cells if plain_cells else 0.0

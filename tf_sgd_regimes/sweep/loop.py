@@ -350,7 +350,7 @@ class Sweep:
             alive = int(np.sum(report.diverged_at < 0))
             progress.pack_step(report.step * step_work,
                                f"step {report.step}/{report.total_steps} alive {alive}",
-                               compute_s=report.compute_s)
+                               compute_s=report.compute_s, one_off_s=report.one_off_s)
 
         start = time.perf_counter()
         try:

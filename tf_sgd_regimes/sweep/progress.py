@@ -249,7 +249,8 @@ class Progress:
                 + eta_model.besides_compute(
                     self._packs, cells_left, steps_left, self._pack_cells,
                     by_kind=self._one_offs is not None, first_one_off=first,
-                    running_gaps=running_gaps)
+                    running_gaps=running_gaps,
+                    untimed=self._one_offs is None and not self._measured)
                 + self._one_offs_left())
         return eta
 
@@ -331,17 +332,24 @@ class Progress:
         self._print(self.line("resumed from checkpoint"))
 
     def pack_step(self, work: float, extra: str = "",
-                  compute_s: Optional[float] = None) -> None:
+                  compute_s: Optional[float] = None,
+                  one_off_s: Optional[float] = None) -> None:
         """`work` done in the current pack so far; `compute_s`: the seconds the engine
-        measured for the work since the last call (None: not measured, e.g. it compiled).
+        measured for the work since the last call (None: not measured, e.g. it compiled);
+        `one_off_s`: the seconds it traced or compiled before that work (ChunkReport).
         Prints at most every `min_interval_s`."""
         now = self.clock()
         if work > self._reported_work:
+            since = self._reported_at if self._reported_at is not None else self._pack_start
             if compute_s is not None:
                 self._measured = True
                 self._compute_s += float(compute_s)
                 self._compute_work += float(work) - self._reported_work
-                if self._reported_at is not None:  # the first chunk's start is set-up
+                if one_off_s is not None:
+                    # Traced apart from the chunk: all before its compute is the pack's
+                    # one-off, as a traced chunk's time beyond its work is (below).
+                    self._untimed_s += max(now - since - float(compute_s), float(one_off_s))
+                elif self._reported_at is not None:  # the first chunk's start is set-up
                     gap = max(now - self._reported_at - float(compute_s), 0.0)
                     if self._gaps >= 3:
                         # A gap many times the usual is an event, not a report (the noise
@@ -352,7 +360,6 @@ class Progress:
                     self._gap_work += float(work) - self._reported_work
                     self._gaps += 1
             else:
-                since = self._reported_at if self._reported_at is not None else self._pack_start
                 self._untimed_s += now - since
                 self._untimed_work += float(work) - self._reported_work
         self._reported_work = max(self._reported_work, float(work))
