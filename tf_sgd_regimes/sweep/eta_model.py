@@ -216,10 +216,10 @@ def besides_compute(packs: List[dict], cells_left: float, steps_left: float,
     # or traced made a new runner, which traced its evaluation too.
     later = [p for p in window if p is not packs[0]] if packs else []
     if untimed and not later:
-        # Its first pack's engine time is the session's start-up and one hand-out (the
-        # issue's NQM sweep: 0.31 s, of which a later pack's hand-out is 0.12 s); nothing
-        # priced the later packs' hand-outs: -32% on the 13,530-cell sweep's second pack,
-        # +9% with this (BENCHMARKS.md, issue 13's ETA section).
+        # Its first pack's engine time is mostly its hand-out (the issue's 13,530-cell NQM
+        # sweep: 0.3-0.4 s, a later pack's 0.12-0.15 s), which prices the later packs'
+        # high but less so than nothing: its second pack read -10 to -37% without it,
+        # +6 to +27% with it, in four recordings (BENCHMARKS.md, issue 13's ETA section).
         later = window
     plain = ([p for p in later if p["kind"] is None] if by_kind else []) or later
     plain_cells = sum(p["cells"] for p in plain)
