@@ -622,14 +622,8 @@ def cell_work(config, strategy, steps: int, batch_size: int) -> float:
     """The progress cost model of a cell: progress.cell_work, more at large batches of a
     measured model's shape (WORK_SHAPE), less for a pack that `auto` compiles with XLA on
     CPU (where it was measured to run faster)."""
-    shape = WORK_SHAPE.get(config.model.get("name"))
-    if shape is None:
-        work = progress.cell_work(steps, batch_size)
-    else:
-        overhead, knee = shape
-        work = float(steps) * (float(batch_size) + overhead)
-        if knee:
-            work *= 1.0 + batch_size / knee
+    work = progress.cell_work(steps, batch_size, *WORK_SHAPE.get(
+        config.model.get("name"), (progress.STEP_OVERHEAD_EXAMPLES, None)))
     automatic = experiments.tri_state(config.train.jit_compile, "train.jit_compile") == "auto"
     if (automatic and not isinstance(strategy, tf.distribute.TPUStrategy)
             and use_xla(config, strategy, batch_size)):

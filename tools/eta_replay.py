@@ -77,18 +77,15 @@ def reshape_work(events, shape) -> None:
     (1 + B / knee) per cell-step, `shape` = (overhead, knee or None): the ETA of the same
     run under another work model (engine.WORK_SHAPE). For runs without XLA packs (whose
     work the model also divides by engine.XLA_AUTO_SPEEDUP)."""
-    overhead, knee = shape
-
     def step_work(b):
-        return (b + overhead) * (1.0 + b / knee if knee else 1.0)
+        return progress_lib.cell_work(1, b, *shape)
 
-    factors, factor = {}, 1.0
+    factor = 1.0
     for event in events[1:]:
         args, kwargs = event["args"], event["kwargs"]
         if event["event"] == "start_pack":
             b, cells, steps = kwargs["batch_size"], kwargs["cells"], kwargs["steps"]
             factor = step_work(b) * cells * steps / args[1]
-            factors[b] = factor
             args[1] *= factor
         elif event["event"] in ("pack_step", "pack_resumed"):
             args[0] *= factor
@@ -158,11 +155,15 @@ def main() -> None:
     if args.record:
         record(args.record, args.workdir, extra)
         return
-    for path in args.replay:
-        shape = None
-        if args.work_shape:
+    shape = None
+    if args.work_shape:
+        try:
             overhead, knee = args.work_shape.split(",")
             shape = (float(overhead), None if knee.lower() == "none" else float(knee))
+        except ValueError:
+            parser.error(f"--work_shape={args.work_shape}: give OVERHEAD,KNEE as numbers "
+                         "(KNEE may be none), e.g. --work_shape=20,160 or 4,none")
+    for path in args.replay:
         rows = replay(path, args.every, args.from_work, args.min_left_s, args.without_plan,
                       shape)
         worst = max((abs(eta - left) / left for _, eta, left in rows), default=0.0)

@@ -20,9 +20,12 @@ STEP_OVERHEAD_EXAMPLES = 32
 OUTLIER_GAPS = 5.0
 
 
-def cell_work(steps: int, batch_size: int) -> float:
-    """Relative cost of training one cell: steps x (batch + fixed per-step overhead)."""
-    return float(steps) * (float(batch_size) + STEP_OVERHEAD_EXAMPLES)
+def cell_work(steps: int, batch_size: int, overhead: float = STEP_OVERHEAD_EXAMPLES,
+              knee: Optional[float] = None) -> float:
+    """Relative cost of training one cell: steps x (batch + fixed per-step overhead), x
+    (1 + batch / knee) with a knee (engine.WORK_SHAPE: a model's measured shape)."""
+    work = float(steps) * (float(batch_size) + overhead)
+    return work * (1.0 + batch_size / knee) if knee else work
 
 
 def format_seconds(seconds: float, tenths_below: float = 0.0) -> str:
