@@ -1,10 +1,13 @@
 """The ETA's compute price per batch size (sweep/eta_model.py) against hand-computed values."""
 
 import io
+import json
 import math
+import sys
 
 import pytest
 
+from conftest import REPO
 from tf_sgd_regimes.sweep import eta_model
 from tf_sgd_regimes.sweep import progress as progress_lib
 
@@ -231,8 +234,6 @@ def _recording(path, batch_sizes, seconds_per_example, steps_of):
     """A recorded sweep (tools/eta_replay.py's format) of one-cell packs whose compute
     costs `seconds_per_example` at every batch size and nothing else costs time; its
     work units are progress.cell_work's, steps x (B + 32)."""
-    import json
-
     plan = {str(b): [progress_lib.cell_work(steps_of[b], b), 1, steps_of[b]]
             for b in batch_sizes}
     events = [{"t": 0.0, "event": "init", "kwargs": {
@@ -259,10 +260,7 @@ def test_replay_reprices_a_recording_with_another_work_shape(tmp_path):
     # 512); priced with steps x (B + 32), its first pack (B = 512) prices the smaller
     # batches' steps too dear. tools/eta_replay.py --work_shape=0,none re-prices the
     # same recording with steps x B, where the ETA is exact.
-    import os
-    import sys
-
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
+    sys.path.insert(0, str(REPO / "tools"))
     import eta_replay
 
     path = str(tmp_path / "wrn.jsonl")
