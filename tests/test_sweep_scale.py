@@ -598,3 +598,35 @@ def test_an_unknown_pack_order_is_refused_by_name():
     config = nqm_config(1, 1, "sweep.pack_order=ascending")
     experiments.validate(config)  # a known order is fine, and does not change the hash
     assert experiments.config_hash(config) == experiments.config_hash(nqm_config(1, 1))
+
+
+def test_a_sweep_keeps_the_heap_it_started_with_out_of_full_collections(tmp_path):
+    """While packs run, the objects alive at the sweep's start (TensorFlow, the grid) are
+    frozen out of Python's full collections (each walked them all: 0.3 s, BENCHMARKS.md);
+    what the sweep allocates is still collected, and the heap is unfrozen at the end
+    unless the caller had frozen it."""
+    import gc
+
+    class Cycle:
+        def __init__(self):
+            self.me = self
+
+    config = nqm_config(2, 1, "sweep.batch_sizes=(8,16)")
+    seen = []
+
+    def on_pack(records):
+        probe = Cycle()  # garbage allocated during the sweep: still collectable
+        del probe
+        seen.append((gc.get_freeze_count(), gc.collect() >= 1))
+
+    assert gc.get_freeze_count() == 0
+    sweep_lib.Sweep(config, str(tmp_path / "a"), stream=io.StringIO()).run(on_pack=on_pack)
+    assert seen and all(frozen > 1000 and collected for frozen, collected in seen), seen
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # a caller that froze its heap itself keeps it frozen
+    try:
+        before = gc.get_freeze_count()
+        sweep_lib.Sweep(config, str(tmp_path / "b"), stream=io.StringIO()).run()
+        assert gc.get_freeze_count() >= before
+    finally:
+        gc.unfreeze()

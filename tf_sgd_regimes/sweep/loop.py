@@ -8,6 +8,7 @@ preempted (SIGTERM) or disk-full sweep picks up where it stopped.
 
 import contextlib
 import datetime
+import gc
 import json
 import os
 import platform
@@ -95,6 +96,26 @@ Pack = handout.Pack
 # Errors that make a pack untrainable: its cells are recorded as failed, the sweep goes on.
 TRAINING_ERRORS = (tf.errors.ResourceExhaustedError, tf.errors.InvalidArgumentError,
                    ValueError, RuntimeError)
+
+
+@contextlib.contextmanager
+def frozen_heap():
+    """Keeps the objects alive at the start of a sweep out of Python's full collections.
+
+    TensorFlow, Keras and the grid leave hundreds of thousands of long-lived objects, and
+    each full (generation 2) collection walked them all while the sweep ran: 0.3-0.35 s
+    each, collecting nothing, twice in the 13,530-cell NQM sweep (10 s in all). They fell
+    between packs or inside one, a stall the ETA could not foresee (BENCHMARKS.md, issue
+    13). Frozen (gc.freeze), they are skipped; what the sweep allocates is still
+    collected. Unfrozen at the end, unless the caller had frozen the heap already.
+    """
+    already = gc.get_freeze_count() > 0
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if not already:
+            gc.unfreeze()
 
 
 class DiskFullError(RuntimeError):
@@ -245,7 +266,7 @@ class Sweep:
                 self._points.setdefault(run, []).append(cell.cell_id)
         stop_request = signals.StopRequest() if should_stop is None else None
         try:
-            with stop_request or contextlib.nullcontext():
+            with stop_request or contextlib.nullcontext(), frozen_heap():
                 stop = should_stop or stop_request
                 if not self.is_worker and (self._config_changed or not root_logged):
                     summaries.write_experiment(self.workdir, self.config,
