@@ -630,3 +630,23 @@ def test_a_sweep_keeps_the_heap_it_started_with_out_of_full_collections(tmp_path
         assert gc.get_freeze_count() >= before
     finally:
         gc.unfreeze()
+
+
+def test_the_chief_serves_with_the_heap_frozen_and_unfreezes_it(tmp_path, monkeypatch):
+    import gc
+    import socket
+
+    from tf_sgd_regimes.sweep import distributed
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv(distributed.ENV_IP, "127.0.0.1")
+    monkeypatch.setenv(distributed.ENV_PORT, str(port))
+    seen = []
+    assert gc.get_freeze_count() == 0
+    served = distributed.serve(nqm_config(1, 1), str(tmp_path), poll_s=0.01,
+                               should_stop=lambda: seen.append(gc.get_freeze_count()) or True,
+                               stream=io.StringIO())
+    assert served is False and seen and seen[0] > 1000, seen
+    assert gc.get_freeze_count() == 0

@@ -99,19 +99,23 @@ def serve(config, workdir: str, linger_s: float = 5.0, poll_s: float = 0.5,
     server.start()
     print(f"[chief] serving the grid on {address}", file=stream, flush=True)
     finished_at = None
-    try:
-        while True:
-            time.sleep(poll_s)
-            if should_stop is not None and should_stop():
-                return False
-            if servicer.stop_triggered and not oracle.ongoing_trials:
-                finished_at = finished_at or time.monotonic()
-                if time.monotonic() - finished_at >= linger_s:
-                    print("[chief] every cell has ended", file=stream, flush=True)
-                    return True
-    finally:
-        server.stop(grace=1.0)
+    # A full collection walking TensorFlow's heap (0.3 s each in a standalone sweep)
+    # would hold up every worker's request meanwhile (sweep_lib.frozen_heap).
+    with sweep_lib.frozen_heap():
         try:
-            oracle.flush()  # its last state (saved only now and then while serving)
-        except OSError as e:
-            print(f"[chief] warning: keras-tuner state not saved ({e})", file=stream, flush=True)
+            while True:
+                time.sleep(poll_s)
+                if should_stop is not None and should_stop():
+                    return False
+                if servicer.stop_triggered and not oracle.ongoing_trials:
+                    finished_at = finished_at or time.monotonic()
+                    if time.monotonic() - finished_at >= linger_s:
+                        print("[chief] every cell has ended", file=stream, flush=True)
+                        return True
+        finally:
+            server.stop(grace=1.0)
+            try:
+                oracle.flush()  # its last state (saved only now and then while serving)
+            except OSError as e:
+                print(f"[chief] warning: keras-tuner state not saved ({e})", file=stream,
+                      flush=True)
