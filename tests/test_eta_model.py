@@ -269,3 +269,23 @@ def test_replay_reprices_a_recording_with_another_work_shape(tmp_path):
     assert flat and all(eta == pytest.approx(left, rel=1e-6) for _, eta, left in flat)
     recorded = eta_replay.replay(path, 0.01, 0.05, 0.0)
     assert max(eta / left for _, eta, left in recorded if left > 0) > 1.2
+
+
+def test_gaps_before_a_later_pack_finishes_are_priced_with_the_running_packs():
+    # A gap comes per chunk, not per step: the demo's first pack (B = 1024, 14 steps) had
+    # one gap of 4 ms, which alone priced the 14,000 steps to come at 4 s where they paid
+    # 0.3 s. Pooled with the running pack's gaps (here 0.09 s over 990 steps), the rate
+    # is 0.1 s per 1,000 steps.
+    first = {"cells": 1, "steps": 10.0, "gaps": 0.01, "engine": 0.0, "records": 0.0,
+             "kind": "trace"}
+    pooled = eta_model.besides_compute([first], cells_left=0, steps_left=2000.0,
+                                       running_cells=1, by_kind=True, first_one_off=0.0,
+                                       running_gaps=(0.09, 990.0))
+    assert pooled == pytest.approx(0.1 / 1000 * 2000)
+    # Without a running pack's, the first pack's own; once a later pack has finished,
+    # its gaps alone (0.02 s over 400 steps), not the running pack's.
+    assert eta_model.besides_compute([first], 0, 2000.0, 1, by_kind=True,
+                                     first_one_off=0.0) == pytest.approx(2.0)
+    later = dict(first, kind=None, steps=400.0, gaps=0.02)
+    assert eta_model.besides_compute([first, later], 0, 2000.0, 1, by_kind=True,
+                                     running_gaps=(0.09, 990.0)) == pytest.approx(0.1)
