@@ -63,6 +63,9 @@ def engine_config(hidden=(8,), l2=1e-3, steps_per_call=7, divergence_loss=1e3,
     config.train.steps_per_call = int(steps_per_call)
     config.train.divergence_loss = float(divergence_loss)
     config.train.eval_batch_size = int(eval_batch_size)
+    # One runner per pack: these tests reach into it (pack_weights, trace counts); packs
+    # in shards have their own tests (test_shards.py), and sweeps of the demo use them.
+    config.train.member_shards = 1
     config.lock()
     return config
 
@@ -73,7 +76,7 @@ def pack_weights(engine, num_members, batch_size):
     The engine keeps the stacked weights in its cached pack runner; this is the one place
     the tests reach into it.
     """
-    runner = engine._runner(num_members, batch_size)
+    runner = engine._pack_runner(num_members, batch_size)  # a _PackRunner or _Shards
     return [runner.member_weights(k) for k in range(num_members)]
 
 

@@ -17,7 +17,9 @@ size can stay dynamic (no XLA, no batch-shaped state).
 """
 
 import collections
+import concurrent.futures
 import dataclasses
+import os
 import time
 from typing import Callable, List, Optional, Sequence
 
@@ -35,7 +37,7 @@ from tf_sgd_regimes.models import layers as model_layers
 from tf_sgd_regimes.models import regularization
 # Names the training step uses unqualified (they lived in this module before).
 from tf_sgd_regimes.pack_checkpoint import PackCheckpoint, Preempted
-from tf_sgd_regimes.samplers import make_sampler
+from tf_sgd_regimes.samplers import ShuffleSampler, make_sampler
 from tf_sgd_regimes.sweep import progress
 
 
@@ -206,6 +208,23 @@ class _PackRunner:
     def member_weights(self, k: int) -> list:
         """Member k's trainable weights as numpy arrays, in the template's order."""
         return [w.numpy()[k] for w in self.weights]
+
+    def view(self) -> "_PackRunner":
+        """The whole pack's variables (a checkpoint's and the noise probe's reading)."""
+        return self
+
+    def load_view(self) -> None:
+        """After the view's variables were written (a restore): nothing to copy here."""
+
+    def diverged(self) -> np.ndarray:
+        """[K] step at which each member diverged, -1 while it has not."""
+        return self.diverged_at.numpy()
+
+    def take_loss_sum(self) -> np.ndarray:
+        """[K] training losses summed since the last call; zeroes the sums."""
+        sums = self.loss_sum.numpy()
+        self.loss_sum.assign(np.zeros([self.num_members], np.float32))
+        return sums
 
     # -- training --------------------------------------------------------------------
     def train_chunk(self, indices: np.ndarray, num_steps: int, batch_size: int) -> None:
@@ -463,6 +482,120 @@ class _PackRunner:
         return _map_members(member_eval, (weights, local_states))
 
 
+class _Shards:
+    """A pack's members split into consecutive shards, each its own _PackRunner, whose
+    chunks run side by side on threads: with one intra-op thread (a tiny model's packs,
+    cpu_threads.py) one pack's kernels keep one core busy, so the demo's 78 members in
+    two shards of 39 train 1.3-1.9x faster on two cores (BENCHMARKS.md, "Members in
+    shards"). TensorFlow runs a function call without holding the GIL, and the shards
+    share no variable, so the threads need no lock.
+
+    Quacks like a _PackRunner where train_pack and the checkpoint read it: members are
+    numbered across shards in order, and view() gives the whole pack's variables for a
+    checkpoint or the noise probe (copied in; load_view copies a restore back out).
+    """
+
+    def __init__(self, parts: Sequence[_PackRunner], pool):
+        self.parts = list(parts)
+        self.pool = pool
+        sizes = [part.num_members for part in self.parts]
+        ends = np.cumsum(sizes)
+        self.bounds = [(int(end - size), int(end)) for size, end in zip(sizes, ends)]
+        self.num_members = int(ends[-1])
+        first = self.parts[0]
+        self.template, self.regularized = first.template, first.regularized
+        self.jit_compile, self.unroll = first.jit_compile, first.unroll
+        self._view = None
+
+    @property
+    def trace_count(self) -> int:
+        return sum(part.trace_count for part in self.parts)
+
+    @property
+    def calls(self) -> int:
+        return self.parts[0].calls
+
+    @property
+    def step(self):
+        return self.parts[0].step
+
+    @property
+    def compiles_next(self) -> bool:
+        return any(part.compiles_next for part in self.parts)
+
+    def _each(self, fn, together: bool = True) -> list:
+        """fn(part, (start, end)) for every shard: on the pool's threads when `together`,
+        else one after the other (tracing: Keras' tracing state is not thread-safe)."""
+        if not together:
+            return [fn(part, bound) for part, bound in zip(self.parts, self.bounds)]
+        futures = [self.pool.submit(fn, part, bound)
+                   for part, bound in zip(self.parts, self.bounds)]
+        return [future.result() for future in futures]
+
+    def reset(self, members: Sequence[Member], total_steps: int) -> None:
+        self._each(lambda part, b: part.reset(members[b[0]:b[1]], total_steps), False)
+
+    def warm(self, indices: np.ndarray, batch_size: int) -> bool:
+        warmed = self._each(lambda part, b: part.warm(indices[b[0]:b[1]], batch_size), False)
+        return any(warmed)
+
+    def train_chunk(self, indices: np.ndarray, num_steps: int, batch_size: int) -> None:
+        # A part that has not traced (or compiles next) traces in this call: in turn.
+        together = all(part.trace_count and not part.compiles_next for part in self.parts)
+        self._each(lambda part, b: part.train_chunk(indices[b[0]:b[1]], num_steps,
+                                                    batch_size), together)
+
+    def diverged(self) -> np.ndarray:
+        return np.concatenate([part.diverged() for part in self.parts])
+
+    def take_loss_sum(self) -> np.ndarray:
+        return np.concatenate([part.take_loss_sum() for part in self.parts])
+
+    def evaluate(self, split: str) -> np.ndarray:
+        # In turn: a part's first evaluation traces.
+        return np.concatenate(self._each(lambda part, b: part.evaluate(split), False))
+
+    def member_weights(self, k: int) -> list:
+        for part, (start, end) in zip(self.parts, self.bounds):
+            if start <= k < end:
+                return part.member_weights(k - start)
+        raise IndexError(f"member {k} of a pack of {self.num_members}")
+
+    def view(self):
+        """The whole pack's variables, with the shards' current values copied in."""
+        names = ("weights", "accumulators", "states")
+        if self._view is None:
+            view = type("PackView", (), {})()
+            for name in names:
+                setattr(view, name, [tf.Variable(tf.concat([getattr(p, name)[i] for p in
+                                                            self.parts], 0), trainable=False)
+                                     for i in range(len(getattr(self.parts[0], name)))])
+            view.diverged_at = tf.Variable(tf.concat([p.diverged_at for p in self.parts], 0))
+            view.seeds = tf.Variable(tf.concat([p.seeds for p in self.parts], 0))
+            view.step = tf.Variable(self.parts[0].step.read_value())
+            view.template, view.regularized = self.template, self.regularized
+            view.num_members = self.num_members
+            self._view = view
+        view = self._view
+        for name in names:
+            for i, variable in enumerate(getattr(view, name)):
+                variable.assign(tf.concat([getattr(p, name)[i] for p in self.parts], 0))
+        view.diverged_at.assign(tf.concat([p.diverged_at for p in self.parts], 0))
+        view.seeds.assign(tf.concat([p.seeds for p in self.parts], 0))
+        view.step.assign(self.parts[0].step)
+        return view
+
+    def load_view(self) -> None:
+        """Copies the view's values (a restored checkpoint) back into the shards."""
+        view = self._view
+        for part, (start, end) in zip(self.parts, self.bounds):
+            for name in ("weights", "accumulators", "states"):
+                for mine, whole in zip(getattr(part, name), getattr(view, name)):
+                    mine.assign(whole[start:end])
+            part.diverged_at.assign(view.diverged_at[start:end])
+            part.step.assign(view.step)
+
+
 def _map_members(fn, stacked, unrolled: bool = False):
     """Vectorised over the member axis (member_map.vectorize); a pack of one calls `fn` directly.
 
@@ -597,6 +730,38 @@ def unroll_steps(config, whole_chunk_xla: bool) -> int:
     return AUTO_UNROLL_XLA if whole_chunk_xla else 1
 
 
+SHARDS_FIELD = "config.train.member_shards"
+
+
+def member_shards(config, strategy, sampler, num_members: int) -> int:
+    """How many shards a pack of `num_members` trains in side by side (_Shards).
+
+    config.train.member_shards: 0 = auto, the cores this process may run on where a
+    pack's kernels run on one intra-op thread (config.train.intra_op_threads = 1: packs
+    of tiny models, whose kernels would not fill a second core) on one CPU device, with
+    host-side batches (ShuffleSampler); else 1. Big models leave the cores to their
+    kernels' threads. A number asks for that many (at most one per member); ValueError
+    naming the field where shards cannot run.
+    """
+    value = config.train.get("member_shards", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{SHARDS_FIELD} must be an integer >= 0 (got {value!r}): 0 = auto, "
+                         "1 = the whole pack in one call, N = N shards side by side")
+    possible = (int(strategy.num_replicas_in_sync) == 1
+                and not isinstance(strategy, tf.distribute.TPUStrategy)
+                and type(sampler) is ShuffleSampler)
+    if value == 0:
+        if not possible or config.train.get("intra_op_threads", 0) != 1:
+            return 1
+        value = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    elif value > 1 and not possible:
+        raise ValueError(f"{SHARDS_FIELD}={value}: shards run on one CPU device with host-side "
+                         "batches only (not under several replicas, a TPU, or a streamed or "
+                         "language-model data set); use 0 (auto) or 1")
+    return max(1, min(int(value), int(num_members)))
+
+
 def use_xla(config, strategy, batch_size: Optional[int] = None) -> bool:
     """config.train.jit_compile resolved for a pack of global batch `batch_size`.
 
@@ -720,16 +885,47 @@ class Engine:
         traced = {key for key, runner in self._runners.items() if runner.trace_count}
         kinds = []
         for members, batch_size in packs:
-            key = self._runner_key(int(members), int(batch_size))
-            if key in traced:
+            keys = self._shard_keys(int(members), int(batch_size))
+            if all(key in traced for key in keys):
                 kinds.append(None)
                 continue
-            traced.add(key)
-            kinds.append("compile" if key[2] else "trace")
+            traced.update(keys)
+            kinds.append("compile" if keys[0][2] else "trace")
         return kinds
 
-    def _runner(self, num_members: int, batch_size: int) -> _PackRunner:
+    def _shard_sizes(self, num_members: int) -> List[int]:
+        """Members per shard of a pack (member_shards), the first ones one larger."""
+        shards = member_shards(self.config, self.strategy, self.sampler, num_members)
+        return [num_members // shards + (i < num_members % shards) for i in range(shards)]
+
+    def _shard_keys(self, num_members: int, batch_size: int) -> List[tuple]:
+        """The runner keys of a pack's shards: one runner per (shape, shard)."""
+        sizes = self._shard_sizes(num_members)
+        if len(sizes) == 1:
+            return [self._runner_key(num_members, batch_size)]
+        return [self._runner_key(size, batch_size) + (i,) for i, size in enumerate(sizes)]
+
+    def _pack_runner(self, num_members: int, batch_size: int):
+        """The runner of a pack: a _PackRunner, or _Shards of several trained side by side."""
+        sizes = self._shard_sizes(num_members)
+        if len(sizes) == 1:
+            return self._runner(num_members, batch_size)
+        if getattr(self, "_pool", None) is None or self._pool._max_workers < len(sizes):
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                len(sizes), thread_name_prefix="pack-shard")
+        parts = [self._runner(size, batch_size, shard=i) for i, size in enumerate(sizes)]
+        key = tuple(id(part) for part in parts)
+        shards = getattr(self, "_shard_sets", {})
+        self._shard_sets = shards
+        if key not in shards:  # one facade per set of parts (its view's variables)
+            shards[key] = _Shards(parts, self._pool)
+        return shards[key]
+
+    def _runner(self, num_members: int, batch_size: int,
+                shard: Optional[int] = None) -> _PackRunner:
         key = self._runner_key(num_members, batch_size)
+        if shard is not None:  # one runner per shard: shards run at once, on their own state
+            key = key + (shard,)
         jit = key[2]
         if (jit and num_members > 1 and self.dataset.ordering == "streams"
                 and not isinstance(self.strategy, tf.distribute.TPUStrategy)):
@@ -790,7 +986,7 @@ class Engine:
                              f"{self.replicas} replicas; the batch size is the global batch: "
                              "pick config.sweep.batch_sizes that are multiples of it")
         self._batch_size = batch_size
-        runner = self._runner(len(members), batch_size)
+        runner = self._pack_runner(len(members), batch_size)
         runner.reset(members, total_steps)
         identity = {"cells": [m.cell_id for m in members], "batch_size": batch_size,
                     "total_steps": total_steps}
@@ -801,11 +997,17 @@ class Engine:
         # B_simple of every member at step 0 and at total_steps // 2 (a chunk ends there).
         from tf_sgd_regimes import noise_probe
 
-        probe = noise_probe.PackProbe.from_config(self, runner, total_steps)
-        if probe is not None:
-            if checkpoint is not None:  # a resumed pack keeps what it measured before
-                probe.values.update(checkpoint.restored_extra.get("noise_probe", {}))
-            probe.measure_if_due(step)
+        probe = noise_probe.PackProbe.from_config(self, runner.view(), total_steps)
+
+        def measure(step):
+            if probe is not None and probe.due(step):
+                probe.runner = runner.view()  # the whole pack's values as of now
+                probe.measure_if_due(step)
+
+        if probe is not None and checkpoint is not None:
+            # A resumed pack keeps what it measured before.
+            probe.values.update(checkpoint.restored_extra.get("noise_probe", {}))
+        measure(step)
         # --- end of hook
         while step < total_steps:
             n = min(steps_per_call, total_steps - step)
@@ -821,23 +1023,22 @@ class Engine:
             compute_s = (sampled_s + time.perf_counter() - started
                          if runner.trace_count == traces and not compiles else None)
             step += n
-            if probe is not None:
-                probe.measure_if_due(step)
-            diverged_at = runner.diverged_at.numpy()
+            measure(step)
+            diverged_at = runner.diverged()
+            loss_sum = runner.take_loss_sum()
             finished = step >= total_steps or bool(np.all(diverged_at >= 0))
             stop = should_stop is not None and should_stop()
             if checkpoint is not None and (stop or (not finished and checkpoint.due())):
                 checkpoint.save(runner, identity, step,
                                 extra={"noise_probe": probe.values} if probe else None)
             if on_chunk is not None:
-                mean_loss = runner.loss_sum.numpy() / n
+                mean_loss = loss_sum / n
                 mean_loss[diverged_at >= 0] = np.nan
                 lr_factor = float(schedules.Schedule.from_config(self.config).factor_np(
                     step - 1, total_steps))
                 on_chunk(ChunkReport(step, total_steps, mean_loss,
                                      np.array([m.effective_lr * lr_factor for m in members]),
                                      diverged_at.copy(), compute_s, one_off_s))
-            runner.loss_sum.assign(np.zeros([len(members)], np.float32))
             if stop:
                 raise Preempted(f"stopped at step {step} of {total_steps}; checkpoint saved")
             if finished:
@@ -851,7 +1052,7 @@ class Engine:
 
     def _final_results(self, runner, members, steps_done) -> List[MemberResult]:
         dataset, task = self.dataset, self.dataset.task
-        diverged_at = runner.diverged_at.numpy()
+        diverged_at = runner.diverged()
         alive = diverged_at < 0
         test = runner.evaluate("test") if alive.any() else None
         train = runner.evaluate("train") if alive.any() else None

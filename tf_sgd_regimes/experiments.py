@@ -462,7 +462,7 @@ GRID_FIELDS = ("sweep.batch_sizes", "sweep.effective_lrs", "sweep.seeds",
 # Fields that only change how fast or where cells run, or how they are analysed.
 RUN_ONLY_FIELDS = ("sweep.pack_size", "sweep.pack_order", "sweep.extend_edges",
                    "train.steps_per_call", "train.eval_batch_size", "train.log_every_steps",
-                   "train.intra_op_threads",
+                   "train.intra_op_threads", "train.member_shards",
                    "train.checkpoint_every_s", "train.noise_scale", "strategy", "tpu_address",
                    "cost", "description", "analysis", "tensorboard")
 

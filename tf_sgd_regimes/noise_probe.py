@@ -194,10 +194,15 @@ class PackProbe:
             return self.middle - step
         return num_steps
 
-    def measure_if_due(self, step: int) -> None:
+    def due(self, step: int) -> bool:
+        """measure_if_due(step) would measure (the engine refreshes what it reads)."""
         when = {0: "init", self.middle: "mid"}.get(int(step))
-        if when is None or when in self.values:
+        return when is not None and when not in self.values
+
+    def measure_if_due(self, step: int) -> None:
+        if not self.due(step):
             return
+        when = {0: "init", self.middle: "mid"}[int(step)]
         runner, config = self.runner, self.engine.config
         members = np.arange(runner.num_members)
         if when == "init":  # initial weights depend on the seed alone

@@ -36,9 +36,12 @@ class PackCheckpoint:
         return self.every_s > 0 and self.clock() - self._last >= self.every_s
 
     def _checkpoint(self, runner) -> tf.train.Checkpoint:
-        return tf.train.Checkpoint(weights=runner.weights, accumulators=runner.accumulators,
-                                   states=runner.states, step=runner.step,
-                                   diverged_at=runner.diverged_at)
+        # A pack trained in shards (engine._Shards) is saved as the whole pack's tensors
+        # (its view), so a checkpoint does not depend on how many shards wrote it.
+        view = runner.view()
+        return tf.train.Checkpoint(weights=view.weights, accumulators=view.accumulators,
+                                   states=view.states, step=view.step,
+                                   diverged_at=view.diverged_at)
 
     def save(self, runner, identity: dict, step: int, extra: Optional[dict] = None) -> None:
         """Saves the pack's tensors; `extra` (JSON values, e.g. the noise probe's
@@ -74,6 +77,7 @@ class PackCheckpoint:
         prefix = os.path.join(self.directory, manifest["prefix"])
         try:
             self._checkpoint(runner).read(prefix).assert_existing_objects_matched()
+            runner.load_view()
         except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:
             # A truncated data file surfaces as IndexError ("Read less bytes than requested").
             raise CheckpointError(
