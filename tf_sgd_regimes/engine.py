@@ -248,6 +248,14 @@ class _PackRunner:
         self.train_chunk(indices, 0, batch_size)
         return True
 
+    def trace_only(self, indices: np.ndarray, batch_size: int) -> None:
+        """Traces the chunk function without running it (under XLA the compilation
+        waits for the first call): _Shards traces in turn and compiles side by side."""
+        args = [tf.constant(indices, tf.int32), tf.constant(0, tf.int32)]
+        if self.static_batch is None:
+            args.append(tf.constant(batch_size, tf.int32))
+        self._train_chunk.get_concrete_function(*args)
+
     @property
     def compiles_next(self) -> bool:
         """The next chunk with steps pays a compilation (split XLA's first)."""
@@ -536,8 +544,16 @@ class _Shards:
         self._each(lambda part, b: part.reset(members[b[0]:b[1]], total_steps), False)
 
     def warm(self, indices: np.ndarray, batch_size: int) -> bool:
-        warmed = self._each(lambda part, b: part.warm(indices[b[0]:b[1]], batch_size), False)
-        return any(warmed)
+        cold = [not part.trace_count for part in self.parts]
+        if not any(cold):
+            return False
+        # Traced in turn (Python, under the GIL), then the no-step call that compiles
+        # under XLA runs side by side: the demo's B = 1, 2 and 4 packs compile per shard.
+        self._each(lambda part, b: part.trace_only(indices[b[0]:b[1]], batch_size)
+                   if not part.trace_count else None, False)
+        self._each(lambda part, b: part.train_chunk(indices[b[0]:b[1]], 0, batch_size),
+                   not any(part.split_xla for part in self.parts))
+        return True
 
     def train_chunk(self, indices: np.ndarray, num_steps: int, batch_size: int) -> None:
         # A part that has not traced (or compiles next) traces in this call: in turn.
