@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import engine_config, pack_weights, tiny_dataset
+from test_engine import StopAfter
 from test_engine_xla import tiny_pack_config, tiny_pack_dataset
 from tf_sgd_regimes import engine as engine_lib
 from tf_sgd_regimes import models
@@ -134,15 +135,6 @@ def test_every_model_family_trains_the_same_in_shards(name):
     _assert_close(a, b, wa, wb, rtol=1e-4)
     for u, v in zip(sa, sb):
         np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6)
-
-
-class StopAfter:
-    def __init__(self, n):
-        self.n, self.calls = n, 0
-
-    def __call__(self):
-        self.calls += 1
-        return self.calls >= self.n
 
 
 def test_a_sharded_pack_resumes_bit_for_bit_and_under_another_shard_count(tmp_path):
