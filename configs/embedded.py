@@ -47,6 +47,11 @@ def digits_cnn_epoch_budget():
     # Measured optima: SGD 2^-1..2^1, Momentum up to 2^2 (then the grid's edge) at B >= 32.
     config.sweep.effective_lrs = common.powers_of_two(-5, 4)
     config.train.divergence_loss = 100.0
+    # One intra-op thread, so each pack trains in one shard per core side by side
+    # (engine.member_shards): the sweep took 0:20-0:21 against 0:27-0:29 with TensorFlow's
+    # default threads and 0:30-0:31 with one thread in one shard (BENCHMARKS.md, "Members
+    # in shards").
+    config.train.intra_op_threads = 1
     return config
 
 
