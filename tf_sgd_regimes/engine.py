@@ -579,27 +579,29 @@ class _Shards:
 
     def view(self):
         """The whole pack's variables, with the shards' current values copied in."""
-        names = ("weights", "accumulators", "states")
-        if self._view is None:
+        concat = lambda variables: tf.concat(list(variables), 0)  # noqa: E731
+        values = {name: [concat(getattr(p, name)[i] for p in self.parts)
+                         for i in range(len(getattr(self.parts[0], name)))]
+                  for name in ("weights", "accumulators", "states")}
+        values["diverged_at"] = concat(p.diverged_at for p in self.parts)
+        values["seeds"] = concat(p.seeds for p in self.parts)
+        values["step"] = self.parts[0].step.read_value()
+        if self._view is None:  # made once per facade, from the first values
             view = type("PackView", (), {})()
-            for name in names:
-                setattr(view, name, [tf.Variable(tf.concat([getattr(p, name)[i] for p in
-                                                            self.parts], 0), trainable=False)
-                                     for i in range(len(getattr(self.parts[0], name)))])
-            view.diverged_at = tf.Variable(tf.concat([p.diverged_at for p in self.parts], 0))
-            view.seeds = tf.Variable(tf.concat([p.seeds for p in self.parts], 0))
-            view.step = tf.Variable(self.parts[0].step.read_value())
+            for name, value in values.items():
+                setattr(view, name, [tf.Variable(v, trainable=False) for v in value]
+                        if isinstance(value, list) else tf.Variable(value, trainable=False))
             view.template, view.regularized = self.template, self.regularized
             view.num_members = self.num_members
             self._view = view
-        view = self._view
-        for name in names:
-            for i, variable in enumerate(getattr(view, name)):
-                variable.assign(tf.concat([getattr(p, name)[i] for p in self.parts], 0))
-        view.diverged_at.assign(tf.concat([p.diverged_at for p in self.parts], 0))
-        view.seeds.assign(tf.concat([p.seeds for p in self.parts], 0))
-        view.step.assign(self.parts[0].step)
-        return view
+            return view
+        for name, value in values.items():
+            if isinstance(value, list):
+                for variable, v in zip(getattr(self._view, name), value):
+                    variable.assign(v)
+            else:
+                getattr(self._view, name).assign(value)
+        return self._view
 
     def load_view(self) -> None:
         """Copies the view's values (a restored checkpoint) back into the shards."""
