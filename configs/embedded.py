@@ -70,6 +70,10 @@ def digits_wrn_epoch_budget():
     config.sweep.effective_lrs = common.powers_of_two(-3, 3)
     config.sweep.pack_size = 0
     config.train.divergence_loss = 100.0
+    # One intra-op thread: each pack trains in two shards side by side, which share one
+    # trace (engine._SharedCall). Whole sweep 147-170 s against 193-208 s with TensorFlow's
+    # default threads, alternated (BENCHMARKS.md, "Shards of one shape share one trace").
+    config.train.intra_op_threads = 1
     return config
 
 

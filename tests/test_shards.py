@@ -2,13 +2,18 @@
 same members' results as the whole pack, for every model family that can shard, through
 preemption, the noise probe and the ETA's trace predictions."""
 
+import os
+import re
+import subprocess
+import sys
+import textwrap
 import threading
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import engine_config, pack_weights, tiny_dataset
+from conftest import REPO, engine_config, pack_weights, tiny_dataset
 from test_engine import StopAfter
 from test_engine_xla import tiny_pack_config, tiny_pack_dataset
 from tf_sgd_regimes import engine as engine_lib
@@ -183,22 +188,95 @@ def test_the_noise_probe_reads_the_whole_pack_in_shards():
             assert m2 == pytest.approx(m1, rel=1e-3)
 
 
+def _functions(engine):
+    """The engine's chunk functions (the tf.functions, a shared one once) by runner key."""
+    functions = {}
+    for key, runner in engine._runners.items():
+        function = getattr(runner._train_chunk, "function", runner._train_chunk)
+        functions.setdefault(id(function), (key, function))
+    return dict(functions.values())
+
+
 def test_one_offs_predict_each_shards_trace():
-    # A pack's shards trace a runner each; the ETA's prediction counts the pack once.
+    # Shards of one shape share one trace; the ETA's prediction counts the pack once.
     config = _config(2, jit_compile="auto")
     engine = engine_lib.Engine(config, tiny_dataset(), tf.distribute.get_strategy())
-    packs = [(4, 16), (4, 2), (4, 8), (5, 8), (4, 2)]
+    packs = [(4, 16), (4, 2), (4, 8), (5, 8), (4, 2), (6, 8)]
     predicted = engine.one_offs(packs)
-    assert predicted == ["trace", "compile", None, "trace", None]
+    assert predicted == ["trace", "compile", None, "trace", None, None]
     actual = []
-    # Both shards of 2 + 2 trace once per runner; of 3 + 2 after them, only the new shape.
-    runners_traced = iter([2, 2, 0, 1, 0])
+    # 2 + 2 trace once (one shape); 3 + 2 after them, only the new shape; 3 + 3, nothing
+    # (its second shard is a new runner of a shape traced before).
+    traces_made = iter([1, 1, 0, 1, 0, 0])
     for members, batch_size in packs:
-        before = {key: runner._train_chunk.experimental_get_tracing_count()
-                  for key, runner in engine._runners.items()}
-        engine.train_pack(MEMBERS[:members], batch_size, 8)
-        traced = [key for key, runner in engine._runners.items()
-                  if runner._train_chunk.experimental_get_tracing_count() > before.get(key, 0)]
-        assert len(traced) == next(runners_traced)
+        before = {key: f.experimental_get_tracing_count()
+                  for key, f in _functions(engine).items()}
+        engine.train_pack(MEMBERS[:members] if members <= 5 else MEMBERS + MEMBERS[:1],
+                          batch_size, 8)
+        traced = [key for key, f in _functions(engine).items()
+                  if f.experimental_get_tracing_count() > before.get(key, 0)]
+        assert sum(f.experimental_get_tracing_count() - before.get(key, 0)
+                   for key, f in _functions(engine).items()) == next(traces_made)
         actual.append(None if not traced else "compile" if traced[0][2] else "trace")
     assert actual == predicted
+    # Runners: shards 0 and 1 of two members (without XLA and with), shards 0 and 1 of
+    # three (3 + 2, then 3 + 3): each holds its own variables.
+    assert sorted(key[0] for key in engine._runners) == [2, 2, 2, 2, 3, 3]
+
+
+@pytest.mark.parametrize("jit", ["false", "true"])
+def test_shards_of_one_shape_share_one_trace_and_train_their_own_members(jit):
+    # Four members in two shards of two: one function, traced once, called with each
+    # shard's variables; the members come out as the whole pack trains them.
+    dataset = tiny_dataset()
+    members = MEMBERS[:4]
+    whole = _train(_config(1, jit_compile=jit), dataset, members=members)
+    sharded = _train(_config(2, jit_compile=jit), dataset, members=members)
+    runner = sharded[2]._pack_runner(4, BATCH)
+    assert [p.num_members for p in runner.parts] == [2, 2]
+    first, second = runner.parts
+    assert first._train_chunk.function is second._train_chunk.function
+    assert first._train_chunk.experimental_get_tracing_count() == 1
+    assert runner.trace_count == 1 and first.trace_count == second.trace_count == 1
+    assert first._eval_batch.function is second._eval_batch.function
+    # Each shard's own variables, not the first shard's: the halves differ.
+    assert not np.allclose(first.weights[0].numpy(), second.weights[0].numpy())
+    _assert_close(whole[0], sharded[0], whole[1], sharded[1], rtol=1e-4)
+
+
+_SHARED_COMPILES_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, "tests")
+    import tensorflow as tf
+    from conftest import engine_config, tiny_dataset
+    from tf_sgd_regimes import engine as engine_lib, experiments
+
+    config = engine_config(steps_per_call=4)
+    config.unlock()
+    config = experiments.apply_overrides(
+        config, ["train.jit_compile=true", "train.member_shards=2"])
+    trainer = engine_lib.Engine(config, tiny_dataset(), tf.distribute.get_strategy())
+    members = [engine_lib.Member(f"m{k}", 0.1 * (k + 1), 0.9, k) for k in range(4)]
+    for steps in (10, 7):  # two packs of two shards of two, B = 6
+        trainer.train_pack(members, 6, steps)
+    print("RUNNERS", len(trainer._runners), flush=True)
+""")
+
+
+@pytest.mark.slow
+def test_shards_of_one_shape_compile_once_under_xla():
+    # TF logs every XLA compilation of a function at VLOG 1 of its compilation profiler:
+    # "Compiled <function> N times" (as tests/test_engine_xla.py counts them).
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0",
+               TF_CPP_VMODULE="device_compilation_profiler=1", PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", _SHARED_COMPILES_SCRIPT], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "RUNNERS 2" in done.stdout  # two shards, each its own runner and variables
+    compiles = re.findall(r"Compiled (\S*train\S*) (\d+) times", done.stderr)
+    assert compiles, done.stderr[-3000:]
+    per_function = {}
+    for function, count in compiles:
+        per_function[function] = max(per_function.get(function, 0), int(count))
+    # One function for both shards, compiled once for both, across two packs.
+    assert list(per_function.values()) == [1], compiles

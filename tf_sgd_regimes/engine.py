@@ -18,6 +18,7 @@ size can stay dynamic (no XLA, no batch-shaped state).
 
 import collections
 import concurrent.futures
+import copy
 import dataclasses
 import os
 import time
@@ -86,6 +87,46 @@ def _stack(tensors):
     return np.stack([np.asarray(t) for t in tensors])
 
 
+# A runner's variables, in the order a trace shared between shards takes them (_SharedCall).
+_STATE_NAMES = ("weights", "accumulators", "states", "base_lrs", "momenta", "seeds",
+                "total_steps", "warmup_steps", "step", "diverged_at", "loss_sum")
+
+
+class _SharedCall:
+    """A tf.function shared by the shards of one shape, called with one shard's variables.
+
+    The shards of a pack hold their own variables (they train side by side), but their
+    computation is the same: the function takes the variables as its first argument
+    instead of capturing them, so it traces (and under XLA compiles) once for every shard
+    of that shape. A packed WRN's trace took ~12 s per shard (BENCHMARKS.md, "Members in
+    shards"). Quacks like the tf.function where the runner and the tests use it.
+    """
+
+    def __init__(self, function, state, relaxed_indices: Optional[int]):
+        self.function = function
+        self.state = state
+        # Members of a runner whose one trace serves every batch size (its indices'
+        # length left unknown, as the unshared runner's input_signature does).
+        self.relaxed_indices = relaxed_indices
+
+    def _specs(self, args):
+        if self.relaxed_indices is None:
+            return args
+        return (tf.TensorSpec([self.relaxed_indices, None], tf.int32),) + tuple(
+            tf.TensorSpec(a.shape, a.dtype) for a in args[1:])
+
+    def __call__(self, *args):
+        if self.relaxed_indices is not None and not self.function.experimental_get_tracing_count():
+            self.get_concrete_function(*args)  # the first trace: with the length unknown
+        return self.function(self.state, *args)
+
+    def get_concrete_function(self, *args):
+        return self.function.get_concrete_function(self.state, *self._specs(args))
+
+    def experimental_get_tracing_count(self) -> int:
+        return self.function.experimental_get_tracing_count()
+
+
 def _replicated_variable(value, name):
     # Every replica computes the same (all-reduced) update, so any one replica's write
     # is the value; ONLY_FIRST_REPLICA lets the assignment happen in replica context.
@@ -104,7 +145,9 @@ class _PackRunner:
     """
 
     def __init__(self, engine: "Engine", num_members: int, batch_size: Optional[int],
-                 jit_compile: bool = False):
+                 jit_compile: bool = False, shared: Optional[dict] = None):
+        """`shared`: a dict the shards of one shape share (see _SharedCall); None for a
+        runner that traces its own functions, its variables captured."""
         self.engine = engine
         self.jit_compile = jit_compile
         self.num_members = num_members
@@ -158,7 +201,19 @@ class _PackRunner:
         self.split_xla = jit_compile and (
             engine.replicas > 1 or isinstance(strategy, tf.distribute.TPUStrategy))
         self.unroll = unroll_steps(config, jit_compile and not self.split_xla)
-        if batch_size is None:
+        whole_xla = jit_compile and not self.split_xla
+        if shared is not None:
+            if "train" not in shared:  # the first shard of this shape makes them
+                shared["train"] = tf.function(self._shared_train_impl, jit_compile=whole_xla,
+                                              reduce_retracing=batch_size is not None)
+                shared["eval"] = tf.function(self._shared_eval_impl, reduce_retracing=True)
+                shared["traces"] = [0]
+            state = tuple(getattr(self, name) for name in _STATE_NAMES)
+            self._train_chunk = _SharedCall(shared["train"], state,
+                                            num_members if batch_size is None else None)
+            self._eval_batch = _SharedCall(shared["eval"], state, None)
+            self._traces = shared["traces"]
+        elif batch_size is None:
             # One runner serves every batch size: traced once with the indices' length
             # unknown, not first for the first batch size and again, relaxed, for the
             # second (reduce_retracing), a second trace that cost the digits WRN ~10 s.
@@ -166,13 +221,30 @@ class _PackRunner:
                 tf.TensorSpec([num_members, None], tf.int32),
                 tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
         else:
-            self._train_chunk = tf.function(self._train_chunk_impl,
-                                            jit_compile=jit_compile and not self.split_xla,
+            self._train_chunk = tf.function(self._train_chunk_impl, jit_compile=whole_xla,
                                             reduce_retracing=True)
-        self._eval_batch = tf.function(self._eval_batch_impl, reduce_retracing=True)
+        if shared is None:
+            self._eval_batch = tf.function(self._eval_batch_impl, reduce_retracing=True)
+            self._traces = [0]  # one cell: a trace shared between shards counts for each
         self._compiled = {}  # (part, replica) -> tf.function(jit_compile=True)
-        self.trace_count = 0
         self.calls = 0  # calls that trained some steps
+
+    @property
+    def trace_count(self) -> int:
+        """Traces of the chunk function (shared between the shards of one shape)."""
+        return self._traces[0]
+
+    def _bound(self, state) -> "_PackRunner":
+        """This runner's computation on `state`'s variables (a shard's, passed in)."""
+        bound = copy.copy(self)  # shallow: the engine, template and trace count shared
+        bound.__dict__.update(zip(_STATE_NAMES, state))
+        return bound
+
+    def _shared_train_impl(self, state, indices, num_steps, batch_size=None):
+        return self._bound(state)._train_chunk_impl(indices, num_steps, batch_size)
+
+    def _shared_eval_impl(self, state, x, y, weights, states):
+        return self._bound(state)._eval_batch_impl(x, y, weights, states)
 
     # -- state -----------------------------------------------------------------------
     def reset(self, members: Sequence[Member], total_steps: int) -> None:
@@ -262,7 +334,7 @@ class _PackRunner:
         return self.split_xla and not self.calls
 
     def _train_chunk_impl(self, indices, num_steps, batch_size=None):
-        self.trace_count += 1  # Python side effect: counts traces, not calls
+        self._traces[0] += 1  # Python side effect: counts traces, not calls
         if batch_size is None:
             batch_size = self.static_batch
         strategy = self.engine.strategy
@@ -517,7 +589,8 @@ class _Shards:
 
     @property
     def trace_count(self) -> int:
-        return sum(part.trace_count for part in self.parts)
+        # Shards of one shape share a trace (and its count): each trace once.
+        return sum({id(part._traces): part.trace_count for part in self.parts}.values())
 
     @property
     def calls(self) -> int:
@@ -547,8 +620,9 @@ class _Shards:
         cold = [not part.trace_count for part in self.parts]
         if not any(cold):
             return False
-        # Traced in turn (Python, under the GIL), then the no-step call that compiles
-        # under XLA runs side by side: the demo's B = 1, 2 and 4 packs compile per shard.
+        # Traced in turn (Python, under the GIL; shards of one shape share one trace),
+        # then the no-step call that compiles under XLA runs side by side (one
+        # compilation per shape: XLA's cache makes a second caller wait for it).
         self._each(lambda part, b: part.trace_only(indices[b[0]:b[1]], batch_size)
                    if not part.trace_count else None, False)
         self._each(lambda part, b: part.train_chunk(indices[b[0]:b[1]], 0, batch_size),
@@ -814,6 +888,12 @@ def cell_work(config, strategy, steps: int, batch_size: int) -> float:
     return work
 
 
+def _trace_key(runner_key: tuple) -> tuple:
+    """What a runner's trace is keyed by: its runner key, where the shards of one shape
+    (runner keys that differ in the shard's index alone) share one trace."""
+    return runner_key if len(runner_key) == 3 else runner_key[:3] + ("shard",)
+
+
 class Engine:
     """Trains packs of members of one experiment under one strategy."""
 
@@ -827,6 +907,7 @@ class Engine:
         eval_batch = int(config.train.eval_batch_size)
         self.eval_batch_size = max(self.replicas, eval_batch - eval_batch % self.replicas)
         self._runners = {}
+        self._shared_functions = {}  # _trace_key -> the functions shards of it share
         self._initial = collections.OrderedDict()  # (seed, batch) -> initial values
 
     def build_model(self, seed: int) -> keras.Model:
@@ -900,10 +981,11 @@ class Engine:
         # A runner traces (and under XLA compiles) on its first call only: without XLA its
         # indices' length is left unknown, so one trace serves every batch size; with a
         # static batch its indices are always [members, steps_per_call x B].
-        traced = {key for key, runner in self._runners.items() if runner.trace_count}
+        traced = {_trace_key(key) for key, runner in self._runners.items()
+                  if runner.trace_count}
         kinds = []
         for members, batch_size in packs:
-            keys = self._shard_keys(int(members), int(batch_size))
+            keys = [_trace_key(key) for key in self._shard_keys(int(members), int(batch_size))]
             if all(key in traced for key in keys):
                 kinds.append(None)
                 continue
@@ -917,7 +999,8 @@ class Engine:
         return [num_members // shards + (i < num_members % shards) for i in range(shards)]
 
     def _shard_keys(self, num_members: int, batch_size: int) -> List[tuple]:
-        """The runner keys of a pack's shards: one runner per (shape, shard)."""
+        """The runner keys of a pack's shards: one runner per (shape, shard), one trace
+        per shape (_trace_key)."""
         sizes = self._shard_sizes(num_members)
         if len(sizes) == 1:
             return [self._runner_key(num_members, batch_size)]
@@ -971,7 +1054,10 @@ class Engine:
                     "--config.train.jit_compile=false (or auto), batch sizes of at least "
                     f"{self.replicas} x {size}, or fewer replicas")
         if key not in self._runners:
-            self._runners[key] = _PackRunner(self, num_members, key[1], jit)
+            shared = None
+            if shard is not None:  # the shards of one shape share their functions
+                shared = self._shared_functions.setdefault(_trace_key(key), {})
+            self._runners[key] = _PackRunner(self, num_members, key[1], jit, shared)
         return self._runners[key]
 
     def train_pack(
