@@ -60,7 +60,7 @@ def digits_wrn_epoch_budget():
     config = _base("digits_images", dict(name="small_wrn", depth=10, width=1,
                                          normalization="batch_norm", ghost_batch_size=16))
     config.description = "WRN-10-1 (ghost BN 16) on sklearn digits, 10 epochs, SGD vs Momentum"
-    config.cost = "~4 min on 2 CPU cores"
+    config.cost = "~3 min on 2 CPU cores"
     # 1,437 training images: ghost batches of 16 keep the BN noise of the paper's 64/50k.
     config.l2 = 5e-4
     config.l2_scope = "all"
