@@ -288,6 +288,31 @@ def test_chunk_reports_time_compute_apart_from_the_runners_trace(jit):
     assert [r.metrics for r in results] == [r.metrics for r in expected]
 
 
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_new_runner_traces_its_evaluation_in_its_one_off(shards, monkeypatch):
+    """The evaluation's trace is part of a new runner's one-off (before its first chunk),
+    not of its pack's end: the ETA prices a plain pack's end by a compiling pack's until
+    a plain one has finished. Its evaluations then trace nothing."""
+    config = engine_config(hidden=HIDDEN, l2=L2)
+    with config.unlocked():
+        config.train.member_shards = shards
+    engine = engine_lib.Engine(config, tiny_dataset(), tf.distribute.get_strategy())
+    traced_at = []
+    plain_chunk = engine_lib._PackRunner.train_chunk
+
+    def noting(self, indices, num_steps, batch_size):
+        if num_steps:  # a chunk with steps: how many evaluation traces were made by then
+            traced_at.append(self._eval_batch.experimental_get_tracing_count())
+        return plain_chunk(self, indices, num_steps, batch_size)
+
+    monkeypatch.setattr(engine_lib._PackRunner, "train_chunk", noting)
+    engine.train_pack(list(MEMBERS[:2]), BATCH, STEPS)
+    runner = engine._pack_runner(2, BATCH)
+    parts = runner.parts if shards == 2 else [runner]
+    assert traced_at and set(traced_at) == {1}  # traced before the first chunk's steps
+    assert all(p._eval_batch.experimental_get_tracing_count() == 1 for p in parts)
+
+
 # -- checkpoints ----------------------------------------------------------------------
 
 class StopAfter:

@@ -310,7 +310,8 @@ class _PackRunner:
         """Traces the chunk function (under XLA: and compiles it) in a call of no steps,
         which changes no state, so that the first chunk's time is its compute alone and
         the progress ETA learns the rate from a pack whose only chunk would have traced
-        (the digits WRN's B = 512 pack: 28 steps). False when it had traced already.
+        (the digits WRN's B = 512 pack: 28 steps); and the evaluation (trace_eval).
+        False when it had traced already.
 
         Split XLA (split_xla) compiles its parts where they first run, inside the loop:
         there the first chunk with steps still compiles (see compiles_next).
@@ -318,6 +319,7 @@ class _PackRunner:
         if self.trace_count:
             return False
         self.train_chunk(indices, 0, batch_size)
+        self.trace_eval()
         return True
 
     def trace_only(self, indices: np.ndarray, batch_size: int) -> None:
@@ -496,14 +498,30 @@ class _PackRunner:
         return j in self.train_state_index or j in self.eval_state_index
 
     # -- evaluation ------------------------------------------------------------------
-    def evaluate(self, split: str) -> np.ndarray:
-        """Per-member sums [K, 3] over a whole split, no augmentation."""
-        totals = np.zeros([self.num_members, len(tasks.SUM_NAMES)], np.float64)
+    def _eval_states(self) -> list:
+        """The states an evaluation pass starts from."""
         states = [s.read_value() for s in self.states]
         if self.eval_state_index:  # the evaluation streams' state: [K, eval batch, ...]
             streams = self.engine.eval_batch_size
             states = [tf.zeros([s.shape[0], streams] + s.shape[2:], s.dtype)
                       if j in self.eval_state_index else s for j, s in enumerate(states)]
+        return states
+
+    def trace_eval(self) -> None:
+        """Traces the evaluation function on the test split's first batch (every batch
+        of a split has its shape), as part of a new runner's one-off: the progress ETA
+        prices a pack by kind (engine.one_offs), and the trace left in the pack's end
+        made a compiling pack's engine time 0.30 s, which priced the plain packs to
+        come, paying 0.06-0.11 s (BENCHMARKS.md, issue 13's ETA section)."""
+        for x, y, weights, _ in self.engine.sampler.eval_batches("test", self.engine):
+            self._eval_batch.get_concrete_function(tf.constant(x), tf.constant(y),
+                                                   tf.constant(weights), self._eval_states())
+            return
+
+    def evaluate(self, split: str) -> np.ndarray:
+        """Per-member sums [K, 3] over a whole split, no augmentation."""
+        totals = np.zeros([self.num_members, len(tasks.SUM_NAMES)], np.float64)
+        states = self._eval_states()
         for x, y, weights, carry in self.engine.sampler.eval_batches(split, self.engine):
             if not carry and self.eval_state_index:  # a new pass: fresh carried state
                 states = [tf.zeros_like(s) if j in self.eval_state_index else s
@@ -627,6 +645,7 @@ class _Shards:
                    if not part.trace_count else None, False)
         self._each(lambda part, b: part.train_chunk(indices[b[0]:b[1]], 0, batch_size),
                    not any(part.split_xla for part in self.parts))
+        self._each(lambda part, b: part.trace_eval(), False)  # in turn; shared: one traces
         return True
 
     def train_chunk(self, indices: np.ndarray, num_steps: int, batch_size: int) -> None:
