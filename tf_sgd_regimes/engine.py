@@ -808,11 +808,15 @@ XLA_AUTO_SPEEDUP = {1: 3.4, 2: 2.1, 4: 1.4}
 # - the demo's MLP packs (78 members, one thread, idle) cost 0.022 ms per work unit at
 #   B = 8, 0.030 at 256 and 0.044 at 1024 ("What the packs cost"); with the other core
 #   busy the rise starts earlier (2x from B = 32), which the ETA learns pack by pack;
-# - the digits CNN's packs (42 members, oneDNN, AMD EPYC with AVX-512) fit (B + 20) x
-#   (1 + B / 160) within 3% from B = 8 to 256 (B + 32 alone: 0.6-2.1x);
+# - the digits CNN's packs in two shards of 30 members on one thread each (its config;
+#   oneDNN, AMD EPYC with AVX-512) cost 125-207 us per example at B = 8 to 32 and
+#   216-257 at B = 128 and 256, in three recordings: (B + 4) x (1 + B / 500) replayed
+#   them at worst 18-22% from 10% of the work, where the shape fitted to 42 members on
+#   TensorFlow's default threads, (B + 20) x (1 + B / 160), read 22-36% low (its rate per
+#   work unit rose 2x from B = 8 to 128; BENCHMARKS.md, "The CNN's step cost in shards");
 # - the digits WRN's cost per example is flat from B = 32 to 512 (B + 4: within 7% there,
 #   8% against the Intel machine's B = 128 / B = 32 step ratio; B + 32: 0.7-1.2x).
-WORK_SHAPE = {"mlp": (32, 1024), "small_cnn": (20, 160), "small_wrn": (4, None)}
+WORK_SHAPE = {"mlp": (32, 1024), "small_cnn": (4, 500), "small_wrn": (4, None)}
 # Engine.initial_values keeps the initial weights of recent seeds up to this many bytes.
 INITIAL_VALUES_BYTES = 256 * 2**20
 
