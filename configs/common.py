@@ -67,7 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
     # TensorFlow's intra-op threads, set when the sweep starts (cpu_threads.py); 0 keeps
     # TensorFlow's default, one per core. 1 suits packs of tiny models (the demo).
     config.train.intra_op_threads = 0
-    # Shards of a pack trained side by side on threads (engine.member_shards): 0 = auto,
+    # Shards of a pack trained side by side on threads (shards.member_shards): 0 = auto,
     # one per core where kernels run on one intra-op thread (above), else 1. Speed only,
     # like the pack size: a member's last bits may differ between shard counts.
     config.train.member_shards = 0

@@ -48,7 +48,7 @@ def digits_cnn_epoch_budget():
     config.sweep.effective_lrs = common.powers_of_two(-5, 4)
     config.train.divergence_loss = 100.0
     # One intra-op thread, so each pack trains in one shard per core side by side
-    # (engine.member_shards): the sweep took 0:20-0:21 against 0:27-0:29 with TensorFlow's
+    # (shards.member_shards): the sweep took 0:20-0:21 against 0:27-0:29 with TensorFlow's
     # default threads and 0:30-0:31 with one thread in one shard (BENCHMARKS.md, "Members
     # in shards").
     config.train.intra_op_threads = 1
@@ -71,7 +71,7 @@ def digits_wrn_epoch_budget():
     config.sweep.pack_size = 0
     config.train.divergence_loss = 100.0
     # One intra-op thread: each pack trains in two shards side by side, which share one
-    # trace (engine._SharedCall). Whole sweep 147-170 s against 193-208 s with TensorFlow's
+    # trace (shards.SharedCall). Whole sweep 147-170 s against 193-208 s with TensorFlow's
     # default threads, alternated (BENCHMARKS.md, "Shards of one shape share one trace").
     config.train.intra_op_threads = 1
     return config

@@ -76,7 +76,7 @@ def pack_weights(engine, num_members, batch_size):
     The engine keeps the stacked weights in its cached pack runner; this is the one place
     the tests reach into it.
     """
-    runner = engine._pack_runner(num_members, batch_size)  # a _PackRunner or _Shards
+    runner = engine._pack_runner(num_members, batch_size)  # a _PackRunner or shards.Shards
     return [runner.member_weights(k) for k in range(num_members)]
 
 

@@ -1,4 +1,4 @@
-"""Packs trained in shards side by side (engine._Shards, config.train.member_shards): the
+"""Packs trained in shards side by side (shards.Shards, config.train.member_shards): the
 same members' results as the whole pack, for every model family that can shard, through
 preemption, the noise probe and the ETA's trace predictions."""
 
@@ -19,6 +19,7 @@ from test_engine_xla import tiny_pack_config, tiny_pack_dataset
 from tf_sgd_regimes import engine as engine_lib
 from tf_sgd_regimes import models
 from tf_sgd_regimes import pack_checkpoint
+from tf_sgd_regimes import shards as shards_lib
 
 MEMBERS = [engine_lib.Member("sgd_a", 0.5, 0.0, 0), engine_lib.Member("mom_b", 0.25, 0.9, 1),
            engine_lib.Member("mom_c", 1.0, 0.9, 2), engine_lib.Member("sgd_d", 0.1, 0.0, 3),
@@ -60,12 +61,12 @@ def test_auto_is_one_shard_per_core_where_kernels_run_on_one_thread(monkeypatch)
     dataset = tiny_dataset()
     strategy = tf.distribute.get_strategy()
     sampler = engine_lib.make_sampler(dataset, strategy, engine_config())
-    monkeypatch.setattr(engine_lib.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(shards_lib.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     one_thread = _config(0, intra_op_threads=1)
-    assert engine_lib.member_shards(one_thread, strategy, sampler, 78) == 4
-    assert engine_lib.member_shards(one_thread, strategy, sampler, 3) == 3  # one per member
-    assert engine_lib.member_shards(_config(0, intra_op_threads=0), strategy, sampler, 78) == 1
-    assert engine_lib.member_shards(_config(3, intra_op_threads=0), strategy, sampler, 78) == 3
+    assert shards_lib.member_shards(one_thread, strategy, sampler, 78) == 4
+    assert shards_lib.member_shards(one_thread, strategy, sampler, 3) == 3  # one per member
+    assert shards_lib.member_shards(_config(0, intra_op_threads=0), strategy, sampler, 78) == 1
+    assert shards_lib.member_shards(_config(3, intra_op_threads=0), strategy, sampler, 78) == 3
 
 
 @pytest.mark.parametrize("value", [-1, True, "2"])
@@ -92,7 +93,7 @@ def test_shards_are_refused_where_they_cannot_run():
         engine.train_pack(MEMBERS[:2], 2, 2)
     # Auto there is one shard, whatever the threads.
     config.train.member_shards, config.train.intra_op_threads = 0, 1
-    assert engine_lib.member_shards(config, engine.strategy, engine.sampler, 2) == 1
+    assert shards_lib.member_shards(config, engine.strategy, engine.sampler, 2) == 1
 
 
 def test_uneven_shards_give_the_whole_packs_results_and_run_on_threads(monkeypatch):
@@ -107,7 +108,7 @@ def test_uneven_shards_give_the_whole_packs_results_and_run_on_threads(monkeypat
 
     monkeypatch.setattr(engine_lib._PackRunner, "train_chunk", noting)
     sharded = _train(_config(2), dataset)  # 3 + 2 members
-    assert isinstance(sharded[2]._pack_runner(5, BATCH), engine_lib._Shards)
+    assert isinstance(sharded[2]._pack_runner(5, BATCH), shards_lib.Shards)
     assert [p.num_members for p in sharded[2]._pack_runner(5, BATCH).parts] == [3, 2]
     assert "pack-shard" in threads  # chunks ran on the shards' threads
     _assert_close(whole[0], sharded[0], whole[1], sharded[1])
@@ -133,7 +134,7 @@ def test_every_model_family_trains_the_same_in_shards(name):
         engine = engine_lib.Engine(config, dataset, tf.distribute.get_strategy())
         results = engine.train_pack(members, batch, 4)
         runner = engine._pack_runner(len(members), batch)
-        assert isinstance(runner, engine_lib._Shards) == (shards == 2)
+        assert isinstance(runner, shards_lib.Shards) == (shards == 2)
         states = [v.numpy() for v in runner.view().states]
         runs.append((results, [runner.member_weights(k) for k in range(2)], states))
     (a, wa, sa), (b, wb, sb) = runs

@@ -36,7 +36,7 @@ class PackCheckpoint:
         return self.every_s > 0 and self.clock() - self._last >= self.every_s
 
     def _checkpoint(self, runner) -> tf.train.Checkpoint:
-        # A pack trained in shards (engine._Shards) is saved as the whole pack's tensors
+        # A pack trained in shards (shards.Shards) is saved as the whole pack's tensors
         # (its view), so a checkpoint does not depend on how many shards wrote it.
         view = runner.view()
         return tf.train.Checkpoint(weights=view.weights, accumulators=view.accumulators,

@@ -59,7 +59,7 @@ def demo(jit, extra=()):
 def engine_run(config, dataset, members, batch_size, total_steps, trainer=None):
     """(training seconds, test accuracies, trainer) of one pack; timed: train_chunk calls."""
     trainer = trainer or engine.Engine(config, dataset, tf.distribute.get_strategy())
-    runner = trainer._pack_runner(len(members), batch_size)  # a _PackRunner or _Shards
+    runner = trainer._pack_runner(len(members), batch_size)  # a _PackRunner or shards.Shards
     spent = [0.0]
     plain = type(runner).train_chunk
 
