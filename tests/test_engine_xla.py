@@ -126,22 +126,28 @@ _COMPILES_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
-def test_xla_compiles_the_chunk_once_per_shape():
-    # TF logs every XLA compilation of a function at VLOG 1 of its compilation profiler:
-    # "Compiled <function> N times".
+def xla_compiles(script, pattern):
+    """Runs `script` in a fresh Python; (its stdout, {function matching `pattern`: times
+    XLA compiled it}). TF logs every XLA compilation of a function at VLOG 1 of its
+    compilation profiler: "Compiled <function> N times"."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0",
                TF_CPP_VMODULE="device_compilation_profiler=1", PYTHONPATH=str(REPO))
-    done = subprocess.run([sys.executable, "-c", _COMPILES_SCRIPT], cwd=REPO, env=env,
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    result = [x for x in done.stdout.splitlines() if x.startswith("RESULT")][-1]
-    assert json.loads(result[len("RESULT"):]) == {"5": 1, "6": 1}  # one trace per runner
-    compiles = re.findall(r"Compiled (\S*train_chunk\S*) (\d+) times", done.stderr)
-    assert compiles, done.stderr[-3000:]  # the log line exists: the count below means it
+    compiles = re.findall(r"Compiled (\S*%s\S*) (\d+) times" % pattern, done.stderr)
+    assert compiles, done.stderr[-3000:]  # the log line exists: the counts mean it
     per_function = {}
     for function, count in compiles:
         per_function[function] = max(per_function.get(function, 0), int(count))
+    return done.stdout, per_function
+
+
+@pytest.mark.slow
+def test_xla_compiles_the_chunk_once_per_shape():
+    stdout, per_function = xla_compiles(_COMPILES_SCRIPT, "train_chunk")
+    result = [x for x in stdout.splitlines() if x.startswith("RESULT")][-1]
+    assert json.loads(result[len("RESULT"):]) == {"5": 1, "6": 1}  # one trace per runner
     # Two runners (B = 5 and B = 6), each its own function, each compiled exactly once,
     # across packs, chunk lengths 4, 2, 3 and 1 and a return to B = 6.
-    assert sorted(per_function.values()) == [1, 1], compiles
+    assert sorted(per_function.values()) == [1, 1], per_function

@@ -2,10 +2,6 @@
 same members' results as the whole pack, for every model family that can shard, through
 preemption, the noise probe and the ETA's trace predictions."""
 
-import os
-import re
-import subprocess
-import sys
 import textwrap
 import threading
 
@@ -13,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, engine_config, pack_weights, tiny_dataset
+from conftest import engine_config, pack_weights, tiny_dataset
 from test_engine import StopAfter
-from test_engine_xla import tiny_pack_config, tiny_pack_dataset
+from test_engine_xla import tiny_pack_config, tiny_pack_dataset, xla_compiles
 from tf_sgd_regimes import engine as engine_lib
 from tf_sgd_regimes import models
 from tf_sgd_regimes import pack_checkpoint
@@ -266,18 +262,7 @@ _SHARED_COMPILES_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_shards_of_one_shape_compile_once_under_xla():
-    # TF logs every XLA compilation of a function at VLOG 1 of its compilation profiler:
-    # "Compiled <function> N times" (as tests/test_engine_xla.py counts them).
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0",
-               TF_CPP_VMODULE="device_compilation_profiler=1", PYTHONPATH=str(REPO))
-    done = subprocess.run([sys.executable, "-c", _SHARED_COMPILES_SCRIPT], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "RUNNERS 2" in done.stdout  # two shards, each its own runner and variables
-    compiles = re.findall(r"Compiled (\S*train\S*) (\d+) times", done.stderr)
-    assert compiles, done.stderr[-3000:]
-    per_function = {}
-    for function, count in compiles:
-        per_function[function] = max(per_function.get(function, 0), int(count))
+    stdout, per_function = xla_compiles(_SHARED_COMPILES_SCRIPT, "train")
+    assert "RUNNERS 2" in stdout  # two shards, each its own runner and variables
     # One function for both shards, compiled once for both, across two packs.
-    assert list(per_function.values()) == [1], compiles
+    assert list(per_function.values()) == [1], per_function
