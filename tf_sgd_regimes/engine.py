@@ -169,8 +169,8 @@ class _PackRunner:
                 shared["eval"] = tf.function(self._shared_eval_impl, reduce_retracing=True)
                 shared["traces"] = [0]
             state = tuple(getattr(self, name) for name in shards.STATE_NAMES)
-            self._train_chunk = shards.SharedCall(shared["train"], state,
-                                            num_members if batch_size is None else None)
+            self._train_chunk = shards.SharedCall(
+                shared["train"], state, num_members if batch_size is None else None)
             self._eval_batch = shards.SharedCall(shared["eval"], state, None)
             self._traces = shared["traces"]
         elif batch_size is None:
