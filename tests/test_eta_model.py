@@ -204,6 +204,84 @@ def test_a_first_pack_traced_apart_from_its_chunk_is_timed():
     assert progress.eta() == pytest.approx(truth, rel=0.01)
 
 
+def test_until_a_later_pack_ends_the_first_packs_engine_time_prices_the_rest():
+    # A new runner traces its evaluation with its step (engine._PackRunner.warm), so the
+    # first pack's engine time (here its evaluation, 0.5 s) is a later pack's too. The
+    # earlier prior, LATER_BASE_SHARE of the first one-off (4 s), priced the third pack's
+    # engine time and records at 0.2 s: the digits CNN's ETA read 18-24% low until its
+    # second pack had ended.
+    plan = {8: [10.0, 1, 10], 16: [10.0, 1, 10], 32: [10.0, 1, 10]}
+    now = [0.0]
+    progress = progress_lib.Progress(3, 30.0, stream=io.StringIO(), min_interval_s=1e9,
+                                     clock=lambda: now[0], engine_times_chunks=True,
+                                     plan=plan, one_offs=[[8, "trace"], [16, None],
+                                                          [32, None]])
+    rate = 0.1  # compute seconds per work unit at every batch size
+
+    def train(batch_size, one_off=None):
+        progress.start_pack(f"pack B={batch_size}", 10.0, cells=1, steps=10,
+                            batch_size=batch_size)
+        now[0] += (one_off or 0.0) + rate * 5.0
+        progress.pack_step(5.0, compute_s=rate * 5.0, one_off_s=one_off)
+        now[0] += rate * 5.0
+        progress.pack_step(10.0, compute_s=rate * 5.0)
+
+    def finish():
+        now[0] += 0.5  # evaluation
+        progress.training_done()
+        now[0] += 0.1  # records
+        progress.cell_done()
+        progress.end_pack(0, 0, 10.0)
+
+    train(8, one_off=4.0)
+    finish()
+    first = progress._packs[0]
+    assert (first["one_off"], first["engine"], first["records"]) == pytest.approx(
+        (4.0, 0.5, 0.1))
+    progress.start_pack("pack B=16", 10.0, cells=1, steps=10, batch_size=16)
+    now[0] += rate * 5.0
+    progress.pack_step(5.0, compute_s=rate * 5.0)
+    # Left: half of this pack's compute and its tail, then the third pack whole. The
+    # third's records (0.1 s) are not priced from one pack: they grow with a pack's steps
+    # as well as its cells (the demo's first pack, B = 1024 and 14 steps, records in
+    # 0.08 s, its B = 1 pack in 0.5-0.6 s), which a second pack tells apart.
+    truth = rate * 5.0 + 0.6 + rate * 10.0 + 0.6
+    assert progress.eta() == pytest.approx(truth - 0.1, rel=1e-6)
+
+
+def test_the_running_packs_records_are_priced_by_its_own_cells_and_steps():
+    # A pack's records grow with its steps (curves): the demo's took 0.3-0.6 s after its
+    # B = 1 and 2 packs, 0.06-0.1 s after packs of 14-449 steps. The running pack's tail
+    # was the last pack's whole tail, so a pack of few steps after one of many read its
+    # records 0.3-0.5 s high. Now: the last pack's evaluation, then the records priced
+    # per cell and per cell-step (records_prices) for this pack's cells and steps.
+    plan = {1: [10.0, 2, 2000], 2: [10.0, 2, 200], 4: [10.0, 2, 20]}
+    progress, now = _progress(6, 30.0, plan)
+    per_cell, per_step, evaluation = 0.01, 0.0005, 0.2
+
+    def pack(batch_size, steps, finish=True):
+        progress.start_pack(f"pack B={batch_size}", 10.0, cells=2, steps=steps,
+                            batch_size=batch_size)
+        for work in (5.0, 10.0):
+            now[0] += 0.1 * 5.0
+            progress.pack_step(work, compute_s=0.1 * 5.0)
+        if not finish:
+            return
+        now[0] += evaluation
+        progress.training_done()
+        for _ in range(2):
+            now[0] += per_cell + per_step * steps
+            progress.cell_done()
+        progress.end_pack(0, 0, 10.0)
+
+    pack(1, 1000)
+    pack(2, 100)
+    assert progress._packs[0]["records"] == pytest.approx(2 * (per_cell + per_step * 1000))
+    pack(4, 10, finish=False)  # trained; its evaluation and records to come
+    truth = evaluation + 2 * (per_cell + per_step * 10)
+    assert progress.eta() == pytest.approx(truth, rel=1e-6)
+
+
 def test_an_engine_that_measures_nothing_prices_its_first_packs_engine_time():
     # The NQM times no chunk and predicts no one-off. Its first pack's span holds the
     # session's start-up and its hand-out (here 0.3 s before its training), which is

@@ -372,7 +372,8 @@ def _demo_like_sweep(progress_factory, cost_by_batch=None, work_model=None, orde
     packs in `traced` traces or compiles (seconds beyond its work, no measurement;
     default 4 s at B = 1, 1.5 s at B = 2, 4 and 0.7 s at B = 8, 16), as `kinds` (the
     engine's prediction given to Progress) says, and the first pack's noise probe traces
-    mid-pack (0.9 s) and its evaluation too (0.35 s); every pack pays an evaluation and
+    mid-pack (0.9 s) and its evaluation with its step (0.35 s, in its first chunk, as
+    engine._PackRunner.warm does where that chunk is not traced apart); every pack pays an evaluation and
     records (0.22 s, and 0.04 s per 1,000 steps for the curves), the later ones a
     re-initialisation and a probe (0.12 s), and those that compile `new_runner_s` more
     (their evaluation traces)."""
@@ -410,16 +411,17 @@ def _demo_like_sweep(progress_factory, cost_by_batch=None, work_model=None, orde
             seconds = rate * work * (done - (ends[chunk - 1] if chunk else 0)) / steps
             now[0] += seconds
             if chunk == 0 and one_off:
-                now[0] += one_off
+                # A new runner traces its evaluation with its step (_PackRunner.warm).
+                now[0] += one_off + (0.35 if first else 0.0)
             if done == max(steps // 2, 1):  # the noise probe, before the chunk's report
                 now[0] += 0.9 if first else 0.07
             progress.pack_step(work * done / steps,
                                compute_s=None if chunk == 0 and one_off else seconds)
             sample()
             now[0] += 0.003  # the report
-        # Evaluation (traced in the first pack) and the records, whose curves grow with
-        # the steps (the demo's tails: 1.2-1.5 s at B = 1, 0.8 at 2, 0.2 from 16 on).
-        now[0] += (0.45 if first else 0.1) + 0.02 * steps / 1000
+        # Evaluation and the records, whose curves grow with the steps (the demo's tails:
+        # 1.2-1.5 s at B = 1, 0.8 at 2, 0.2 from 16 on).
+        now[0] += 0.1 + 0.02 * steps / 1000
         if kinds.get(batch_size) == "compile" and not first:
             now[0] += new_runner_s
         progress.training_done()

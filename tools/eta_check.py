@@ -4,6 +4,7 @@
     python tools/eta_check.py --log=/tmp/eta_demo.log          # an existing log
     python tools/eta_check.py --run --log=/tmp/nqm.log --experiment=nqm_epoch_budget \
         --config.sweep.seeds="(0,1,2)"                       # other flags go to the run
+    python tools/eta_check.py --run --log=/tmp/eta.log --events=/tmp/eta.jsonl  # and record
 
 --run starts `python -m tf_sgd_regimes.run --no_report` (the embedded default experiment
 unless --experiment) and stamps every output line with the wall clock as it arrives, so
@@ -30,10 +31,14 @@ def seconds(text: str) -> float:
     return float(sum(p * 60 ** i for i, p in enumerate(reversed(parts))))
 
 
-def run(workdir: str, log: str, experiment: str = "", extra=()) -> None:
-    command = ([sys.executable, "-m", "tf_sgd_regimes.run", f"--workdir={workdir}",
-                "--no_report"] + ([f"--experiment={experiment}"] if experiment else [])
-               + list(extra))
+def run(workdir: str, log: str, experiment: str = "", extra=(), events: str = "") -> None:
+    if events:  # the same run, through eta_replay's recorder (it adds --no_report)
+        start = [sys.executable, os.path.join(REPO, "tools", "eta_replay.py"),
+                 f"--record={events}", f"--workdir={workdir}"]
+    else:
+        start = [sys.executable, "-m", "tf_sgd_regimes.run", f"--workdir={workdir}",
+                 "--no_report"]
+    command = start + ([f"--experiment={experiment}"] if experiment else []) + list(extra)
     env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
     with open(log, "w") as out:
         out.write(f"# {' '.join(command)}\n# load average before: {os.getloadavg()}\n")
@@ -70,12 +75,15 @@ def main() -> None:
     parser.add_argument("--experiment", default="")
     parser.add_argument("--from_work", type=float, default=0.1)
     parser.add_argument("--min_left_s", type=float, default=3.0)
+    parser.add_argument("--events", default="",
+                        help="with --run: also record the run's progress events here "
+                             "(tools/eta_replay.py --record), to replay it")
     args, extra = parser.parse_known_args()
     if args.run:
         import shutil
 
         shutil.rmtree(args.workdir, ignore_errors=True)
-        run(args.workdir, args.log, args.experiment, extra)
+        run(args.workdir, args.log, args.experiment, extra, args.events)
     found = rows(args.log)
     if not found:
         sys.exit(f"no progress lines in {args.log}")

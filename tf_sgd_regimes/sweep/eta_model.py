@@ -200,8 +200,8 @@ def besides_compute(packs: List[dict], cells_left: float, steps_left: float,
         engine time from the packs that neither compiled nor traced, records by cells
         and steps (records_prices); else both per cell of the recent packs.
       first_one_off: no pack after the session's first has finished: their engine time
-        and records are LATER_BASE_SHARE x this each (the first pack's are one pack's,
-        with its evaluation's and probe's traces).
+        is the first pack's per cell (records not priced), or while the first still
+        trains, their engine time and records are LATER_BASE_SHARE x this each.
       running_gaps: (seconds, pack-steps) between the running pack's chunks, when no
         finished pack tells the cost per step.
       untimed: the engine measures no compute and predicts no one-offs (the NQM): until
@@ -228,7 +228,20 @@ def besides_compute(packs: List[dict], cells_left: float, steps_left: float,
     per_cell, per_step = (sum(p["records"] for p in window) / cells if cells else 0.0), 0.0
     if by_kind:
         per_cell, per_step = records_prices(packs)
-    if first_one_off is not None:
+    if first_one_off is not None and packs and packs[0]["cells"] > 0:
+        # The first pack has finished: its own engine time and records, per cell. Its
+        # runner traced its evaluation with its step, in its one-off (engine._PackRunner
+        # .warm), so what is left is a later pack's: the digits CNN's first 0.53 s, its
+        # later ones 0.45-0.55 s; the demo's 0.14 s, its later plain ones 0.09-0.17 s.
+        # LATER_BASE_SHARE of the first one-off priced the CNN's at 0.17 s, its ETA 18-24%
+        # low until its second pack ended (BENCHMARKS.md, issue 13's ETA section). Not
+        # its events between chunks (a trace there, as of the noise probe's, is its own),
+        # nor its records per cell: they grow with the steps too (records_prices), and
+        # the demo's first pack, B = 1024 with 14 steps, holds the fewest.
+        first = packs[0]
+        engine = max(first["engine"] - first.get("events", 0.0), 0.0) / first["cells"]
+        per_cell = per_step = 0.0
+    elif first_one_off is not None:
         engine = LATER_BASE_SHARE * first_one_off / max(per_pack, 1.0)
         per_cell = per_step = 0.0
     seconds = (per_cell + engine) * cells_left + per_step * steps_left

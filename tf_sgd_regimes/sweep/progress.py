@@ -129,6 +129,7 @@ class Progress:
         # TensorBoard scalars, the probe): a cost per step of the pack, not per work unit.
         self._gap_s = self._gap_work = 0.0
         self._gaps = 0  # gaps measured in the running pack
+        self._events_s = 0.0  # the running pack's gaps beyond the usual (OUTLIER_GAPS)
         self._pack_steps = 0
         self._measured = False  # the engine measures compute (some chunk had compute_s)
         self._last_rate: Optional[float] = None  # compute seconds per unit, last pack
@@ -192,9 +193,19 @@ class Progress:
             other_left = per_cell * max(self._pack_cells - self._pack_recorded, 0)
         else:
             if self._last_tail is not None:
+                # The last pack's evaluation (per member) and this pack's records by its
+                # cells and steps: the demo's records took 0.3-0.6 s after its B = 1 and
+                # 2 packs (7,000-14,000 steps), 0.06-0.1 s after those of 14-449 steps,
+                # so the last pack's whole tail priced the next one's 0.3-0.5 s off.
                 seconds, cells = self._last_tail
+                last = self._packs[-1]
+                seconds = max(seconds - last["records"], 0.0)
                 if self._pack_cells and cells:
                     seconds *= self._pack_cells / cells
+                    per_cell, per_step = eta_model.records_prices(self._packs)
+                    seconds += (per_cell + per_step * self._pack_steps) * self._pack_cells
+                else:
+                    seconds += last["records"]
             else:
                 # The session's first pack: its evaluation and records are still to
                 # come, priced like a later pack's costs (eta_model.LATER_PACK_SHARE).
@@ -320,7 +331,7 @@ class Progress:
         if self._plan is not None:
             self._plan.start(batch_size, pack_work)
         self._pack_kind = self._one_offs.start(batch_size) if self._one_offs else None
-        self._gap_s = self._gap_work = 0.0
+        self._gap_s = self._gap_work = self._events_s = 0.0
         self._gaps = 0
         self._pack_recorded = 0
         self._train_end = None
@@ -358,7 +369,9 @@ class Progress:
                         # A gap many times the usual is an event, not a report (the noise
                         # probe mid-pack: 0.9 s where the first pack traces it, against
                         # ~3 ms a report): the pack's other time, not a cost per step.
-                        gap = min(gap, OUTLIER_GAPS * self._gap_s / self._gaps)
+                        usual = min(gap, OUTLIER_GAPS * self._gap_s / self._gaps)
+                        self._events_s += gap - usual
+                        gap = usual
                     self._gap_s += gap
                     self._gap_work += float(work) - self._reported_work
                     self._gaps += 1
@@ -412,7 +425,7 @@ class Progress:
             (self._gap_s, self._gap_work) if self.total_steps > 0 and self._pack_steps else None)
         pack.update(cells=self._pack_recorded, kind=self._pack_kind, steps=self._pack_steps
                     * (own_work / self._pack_work if self._pack_work else 0.0),
-                    timed=self._compute_work > 0)
+                    timed=self._compute_work > 0, events=self._events_s)
         if self._one_offs is not None and self._packs:  # the first holds the start-up
             self._one_offs.add(self._pack_kind, pack["one_off"])
         self._packs.append(pack)
