@@ -204,18 +204,18 @@ def test_a_first_pack_traced_apart_from_its_chunk_is_timed():
     assert progress.eta() == pytest.approx(truth, rel=0.01)
 
 
-def test_until_a_later_pack_ends_the_first_packs_engine_time_prices_the_rest():
+def test_until_a_later_pack_ends_the_first_packs_engine_time_and_records_price_the_rest():
     # A new runner traces its evaluation with its step (engine._PackRunner.warm), so the
-    # first pack's engine time (here its evaluation, 0.5 s) is a later pack's too. The
-    # earlier prior, LATER_BASE_SHARE of the first one-off (4 s), priced the third pack's
-    # engine time and records at 0.2 s: the digits CNN's ETA read 18-24% low until its
-    # second pack had ended.
+    # first pack's engine time (here its evaluation, 0.5 s) and records (0.1 s, for as
+    # many steps) are a later pack's too. The earlier prior, LATER_BASE_SHARE of the
+    # first one-off (4 s), priced the third pack's at 0.2 s: the digits CNN's ETA read
+    # 18-24% low until its second pack had ended.
     plan = {8: [10.0, 1, 10], 16: [10.0, 1, 10], 32: [10.0, 1, 10]}
     now = [0.0]
     progress = progress_lib.Progress(3, 30.0, stream=io.StringIO(), min_interval_s=1e9,
                                      clock=lambda: now[0], engine_times_chunks=True,
-                                     plan=plan, one_offs=[[8, "trace"], [16, None],
-                                                          [32, None]])
+                                     plan=plan, total_steps=30.0,
+                                     one_offs=[[8, "trace"], [16, None], [32, None]])
     rate = 0.1  # compute seconds per work unit at every batch size
 
     def train(batch_size, one_off=None):
@@ -241,12 +241,17 @@ def test_until_a_later_pack_ends_the_first_packs_engine_time_prices_the_rest():
     progress.start_pack("pack B=16", 10.0, cells=1, steps=10, batch_size=16)
     now[0] += rate * 5.0
     progress.pack_step(5.0, compute_s=rate * 5.0)
-    # Left: half of this pack's compute and its tail, then the third pack whole. The
-    # third's records (0.1 s) are not priced from one pack: they grow with a pack's steps
-    # as well as its cells (the demo's first pack, B = 1024 and 14 steps, records in
-    # 0.08 s, its B = 1 pack in 0.5-0.6 s), which a second pack tells apart.
+    # Left: half of this pack's compute and its tail, then the third pack whole.
     truth = rate * 5.0 + 0.6 + rate * 10.0 + 0.6
-    assert progress.eta() == pytest.approx(truth - 0.1, rel=1e-6)
+    assert progress.eta() == pytest.approx(truth, rel=1e-6)
+    # One pack cannot tell records per cell from per step: the packs left are priced at
+    # the lower of the two. A first pack of 1,000 steps per cell recording in 1 s: two
+    # cells of 100 steps to come, 0.2 s (per step); of 10,000 steps, 2 s (per cell).
+    first = {"cells": 1, "steps": 1000.0, "gaps": 0.0, "engine": 0.0, "records": 1.0,
+             "kind": "trace"}
+    for steps_left, records in ((200.0, 0.2), (20000.0, 2.0)):
+        assert eta_model.besides_compute([first], 2, steps_left, 1, by_kind=True,
+                                         first_one_off=4.0) == pytest.approx(records)
 
 
 def test_the_running_packs_records_are_priced_by_its_own_cells_and_steps():

@@ -200,8 +200,8 @@ def besides_compute(packs: List[dict], cells_left: float, steps_left: float,
         engine time from the packs that neither compiled nor traced, records by cells
         and steps (records_prices); else both per cell of the recent packs.
       first_one_off: no pack after the session's first has finished: their engine time
-        is the first pack's per cell (records not priced), or while the first still
-        trains, their engine time and records are LATER_BASE_SHARE x this each.
+        and records are the first pack's (records at the lower of per cell and per
+        step), or while the first still trains, LATER_BASE_SHARE x this each.
       running_gaps: (seconds, pack-steps) between the running pack's chunks, when no
         finished pack tells the cost per step.
       untimed: the engine measures no compute and predicts no one-offs (the NQM): until
@@ -235,12 +235,20 @@ def besides_compute(packs: List[dict], cells_left: float, steps_left: float,
         # later ones 0.45-0.55 s; the demo's 0.14 s, its later plain ones 0.09-0.17 s.
         # LATER_BASE_SHARE of the first one-off priced the CNN's at 0.17 s, its ETA 18-24%
         # low until its second pack ended (BENCHMARKS.md, issue 13's ETA section). Not
-        # its events between chunks (a trace there, as of the noise probe's, is its own),
-        # nor its records per cell: they grow with the steps too (records_prices), and
-        # the demo's first pack, B = 1024 with 14 steps, holds the fewest.
+        # its events between chunks (a trace there, as of the noise probe's, is its own).
         first = packs[0]
         engine = max(first["engine"] - first.get("events", 0.0), 0.0) / first["cells"]
-        per_cell = per_step = 0.0
+        # Its records grow with the cells and the steps (records_prices), which one pack
+        # cannot tell apart: the packs left are priced at the lower of all per cell and
+        # all per step. The demo's first pack (B = 1024, 14 steps, the fewest) recorded
+        # in 0.04-0.09 s, the later ones in 0.06-0.6 s: without records, its ETA read
+        # up to 22% low at 10% of the work on a fast run; a first pack of the most steps
+        # would price all per cell high.
+        records = first["records"] / first["cells"]
+        if first["steps"] > 0 and steps_left / first["steps"] < cells_left:
+            per_cell, per_step = 0.0, records / first["steps"]
+        else:
+            per_cell, per_step = records, 0.0
     elif first_one_off is not None:
         engine = LATER_BASE_SHARE * first_one_off / max(per_pack, 1.0)
         per_cell = per_step = 0.0
