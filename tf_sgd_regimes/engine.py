@@ -649,10 +649,11 @@ XLA_AUTO_SPEEDUP = {1: 3.4, 2: 2.1, 4: 1.4}
 #   work unit rose 2x from B = 8 to 128; BENCHMARKS.md, "The CNN's step cost in shards");
 # - the digits WRN's cost per example was flat from B = 32 to 512 on TensorFlow's default
 #   threads (within 7%); in two shards on one thread each (its config since stop 23) its
-#   B = 512 pack costs 1.3-1.6x B = 32's per example, B = 128 1.15-1.27x, in three
-#   recordings: (B + 4) x (1 + B / 1000) replayed them at worst 4-19% from 10% of the
-#   work, where (B + 4) flat read up to 42-55% high after the first pack, B = 512
-#   (BENCHMARKS.md, "The first pack's engine time; the WRN's step cost in shards").
+#   B = 512 pack costs 1.16-1.57x B = 32's per example (median 1.33), B = 128 0.96-1.17x,
+#   in six recordings. (B + 4) x (1 + B / 1000) puts them at 1.31x and 1.00x and replayed
+#   three at worst 4-19% from 10% of the work, where (B + 4) flat read 42% and 55% high
+#   after the first pack, B = 512 (BENCHMARKS.md, "The first pack's engine time, the
+#   running pack's records, the WRN's step cost in shards").
 WORK_SHAPE = {"mlp": (32, 1024), "small_cnn": (4, 500), "small_wrn": (4, 1000)}
 # Engine.initial_values keeps the initial weights of recent seeds up to this many bytes.
 INITIAL_VALUES_BYTES = 256 * 2**20
