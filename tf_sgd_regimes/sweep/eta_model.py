@@ -25,7 +25,8 @@ LATER_PACK_SHARE = 0.2
 # pack tracing), traces 0.15-0.3 (BENCHMARKS.md, issue 13's ETA section).
 ONE_OFF_SHARE = {"compile": 0.6, "trace": 0.2}
 # A later pack's engine time and records besides its one-off (re-initialising, probe,
-# evaluation, records), until one has finished, as a share of the first pack's one-off:
+# evaluation, records), while the session's first pack still trains (once it has
+# finished, its own: besides_compute), as a share of the first pack's one-off:
 # 0.26-1.04 s, mean 0.46 s, against 7.4 s on the Intel machine (0.06); from B = 32 on
 # 0.15-0.25 s against 4.5-5 s on the AMD one (0.04; more where the steps are many).
 LATER_BASE_SHARE = 0.05

@@ -64,7 +64,8 @@ class Progress:
       and probe trace; its start-up).
 
     The ETA is what is left of the running pack (its measured rate and reports x its
-    work left, then its records at their pace so far, or the last pack's) plus the
+    work left, then its records at their pace so far, or before they start, the last
+    pack's evaluation and its own records priced by its cells and steps) plus the
     packs after it, priced by eta_model from the recent packs holding about half of
     this session's finished cells (so a machine that speeds up or slows down moves the
     ETA): their compute by batch size, given the `plan` of work left per batch size
@@ -72,9 +73,10 @@ class Progress:
     packs' seconds per work unit); their one-offs, given the engine's prediction of
     which compile or trace (`one_offs`, eta_model.OneOffs); and their reports, engine
     time and records (eta_model.besides_compute). Until a pack after the session's
-    first has finished, the first pack's one-off sets the priors of what the later
-    packs pay besides compute, and of the first pack's own evaluation and records
-    while it trains (eta_model.LATER_PACK_SHARE). Work restored from a checkpoint
+    first has finished, the first pack's one-off sets the priors of the later packs'
+    one-offs, and its engine time and records those of what they pay besides (while
+    it trains, shares of its one-off: eta_model.LATER_BASE_SHARE, and for its own
+    evaluation and records LATER_PACK_SHARE). Work restored from a checkpoint
     counts as done but not as work of this session.
     """
 
