@@ -372,3 +372,35 @@ def test_gaps_before_a_later_pack_finishes_are_priced_with_the_running_packs():
     later = dict(first, kind=None, steps=400.0, gaps=0.02)
     assert eta_model.besides_compute([first, later], 0, 2000.0, 1, by_kind=True,
                                      running_gaps=(0.09, 990.0)) == pytest.approx(0.1)
+
+
+def test_eta_check_records_its_live_run_for_replay(tmp_path):
+    # tools/eta_check.py --run --events: the live run goes through eta_replay's recorder,
+    # so the run it checks can be replayed part by part. A 2 x 11 x 2-cell NQM sweep.
+    import subprocess
+
+    log, events = tmp_path / "run.log", tmp_path / "run.jsonl"
+    command = [sys.executable, str(REPO / "tools" / "eta_check.py"), "--run",
+               "--experiment=nqm_epoch_budget", f"--workdir={tmp_path / 'work'}",
+               f"--log={log}", f"--events={events}", "--config.sweep.seeds=(0,)",
+               "--config.sweep.effective_lrs=(0.25,0.5)", "--config.analysis.num_seeds=1",
+               "--config.analysis.best_k=1"]
+    out = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "worst error" in out.stdout
+    recorded = [json.loads(line) for line in events.read_text().splitlines()]
+    assert recorded[0]["event"] == "init" and recorded[0]["kwargs"]["total_cells"] == 44
+    assert sum(e["event"] == "end_pack" for e in recorded) == 11
+    assert "cells 44/44" in log.read_text()
+    sys.path.insert(0, str(REPO / "tools"))
+    import eta_replay
+
+    assert eta_replay.replay(str(events), 0.1, 0.0, 0.0)  # it replays
+    # --events without --run, or into a missing directory: refused by name, nothing run.
+    for flags in (["--events=" + str(events)],
+                  ["--run", "--events=" + str(tmp_path / "missing" / "x.jsonl")]):
+        bad = subprocess.run([sys.executable, str(REPO / "tools" / "eta_check.py"),
+                              f"--log={tmp_path / 'other.log'}"] + flags,
+                             capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert bad.returncode == 2 and "--events" in bad.stderr
+        assert not (tmp_path / "other.log").exists()

@@ -79,6 +79,12 @@ def main() -> None:
                         help="with --run: also record the run's progress events here "
                              "(tools/eta_replay.py --record), to replay it")
     args, extra = parser.parse_known_args()
+    if args.events and not args.run:
+        parser.error("--events records the run that --run starts: give --run too, or "
+                     "replay an existing recording with tools/eta_replay.py --replay")
+    if args.events and not os.path.isdir(os.path.dirname(os.path.abspath(args.events))):
+        parser.error(f"--events={args.events}: its directory does not exist; create it or "
+                     "give another path")
     if args.run:
         import shutil
 
