@@ -247,10 +247,10 @@ def test_until_a_later_pack_ends_the_first_packs_engine_time_and_records_price_t
     # One pack cannot tell records per cell from per step: the packs left are priced at
     # the lower of the two. A first pack of 1,000 steps per cell recording in 1 s: two
     # cells of 100 steps to come, 0.2 s (per step); of 10,000 steps, 2 s (per cell).
-    first = {"cells": 1, "steps": 1000.0, "gaps": 0.0, "engine": 0.0, "records": 1.0,
-             "kind": "trace"}
+    long_first = {"cells": 1, "steps": 1000.0, "gaps": 0.0, "engine": 0.0, "records": 1.0,
+                  "kind": "trace"}
     for steps_left, records in ((200.0, 0.2), (20000.0, 2.0)):
-        assert eta_model.besides_compute([first], 2, steps_left, 1, by_kind=True,
+        assert eta_model.besides_compute([long_first], 2, steps_left, 1, by_kind=True,
                                          first_one_off=4.0) == pytest.approx(records)
 
 

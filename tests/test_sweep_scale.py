@@ -373,10 +373,10 @@ def _demo_like_sweep(progress_factory, cost_by_batch=None, work_model=None, orde
     default 4 s at B = 1, 1.5 s at B = 2, 4 and 0.7 s at B = 8, 16), as `kinds` (the
     engine's prediction given to Progress) says, and the first pack's noise probe traces
     mid-pack (0.9 s) and its evaluation with its step (0.35 s, in its first chunk, as
-    engine._PackRunner.warm does where that chunk is not traced apart); every pack pays an evaluation and
-    records (0.22 s, and 0.04 s per 1,000 steps for the curves), the later ones a
-    re-initialisation and a probe (0.12 s), and those that compile `new_runner_s` more
-    (their evaluation traces)."""
+    engine._PackRunner.warm does where that chunk is not traced apart); every pack pays
+    an evaluation and records (0.22 s, and 0.04 s per 1,000 steps for the curves), the
+    later ones a re-initialisation and a probe (0.12 s), and those that compile
+    `new_runner_s` more (their evaluation traces)."""
     now = [0.0]
     out = io.StringIO()
     jitter = random.Random(3)
