@@ -731,6 +731,8 @@ class Engine:
         self.eval_batch_size = max(self.replicas, eval_batch - eval_batch % self.replicas)
         self._runners = {}
         self._shared_functions = {}  # shards.trace_key -> the functions shards of it share
+        self._pool = None  # the shards' threads (_pack_runner), made when first needed
+        self._shard_sets = {}  # ids of a pack's shard runners -> their shards.Shards
         self._initial = collections.OrderedDict()  # (seed, batch) -> initial values
 
     def build_model(self, seed: int) -> keras.Model:
@@ -835,16 +837,14 @@ class Engine:
         sizes = self._shard_sizes(num_members)
         if len(sizes) == 1:
             return self._runner(num_members, batch_size)
-        if getattr(self, "_pool", None) is None or self._pool._max_workers < len(sizes):
+        if self._pool is None or self._pool._max_workers < len(sizes):
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 len(sizes), thread_name_prefix="pack-shard")
         parts = [self._runner(size, batch_size, shard=i) for i, size in enumerate(sizes)]
         key = tuple(id(part) for part in parts)
-        sets = getattr(self, "_shard_sets", {})
-        self._shard_sets = sets
-        if key not in sets:  # one facade per set of parts (its view's variables)
-            sets[key] = shards.Shards(parts, self._pool)
-        return sets[key]
+        if key not in self._shard_sets:  # one facade per set of parts (its view's variables)
+            self._shard_sets[key] = shards.Shards(parts, self._pool)
+        return self._shard_sets[key]
 
     def _runner(self, num_members: int, batch_size: int,
                 shard: Optional[int] = None) -> _PackRunner:
