@@ -3,6 +3,7 @@
 import io
 import json
 import math
+import re
 import sys
 
 import pytest
@@ -382,12 +383,15 @@ def test_eta_check_records_its_live_run_for_replay(tmp_path):
     log, events = tmp_path / "run.log", tmp_path / "run.jsonl"
     command = [sys.executable, str(REPO / "tools" / "eta_check.py"), "--run",
                "--experiment=nqm_epoch_budget", f"--workdir={tmp_path / 'work'}",
-               f"--log={log}", f"--events={events}", "--config.sweep.seeds=(0,)",
+               f"--log={log}", f"--events={events}", "--floor", "--config.sweep.seeds=(0,)",
                "--config.sweep.effective_lrs=(0.25,0.5)", "--config.analysis.num_seeds=1",
                "--config.analysis.best_k=1"]
     out = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "worst error" in out.stdout
+    # --floor: the fixed workload ran for about the sweep's span and was priced.
+    floor = re.search(r"machine floor, a fixed workload over (\d+) s .*: (\d+)%", out.stdout)
+    assert floor is not None, out.stdout
     recorded = [json.loads(line) for line in events.read_text().splitlines()]
     assert recorded[0]["event"] == "init" and recorded[0]["kwargs"]["total_cells"] == 44
     assert sum(e["event"] == "end_pack" for e in recorded) == 11
@@ -404,3 +408,23 @@ def test_eta_check_records_its_live_run_for_replay(tmp_path):
                              capture_output=True, text=True, cwd=REPO, timeout=60)
         assert bad.returncode == 2 and "--events" in bad.stderr
         assert not (tmp_path / "other.log").exists()
+
+
+def test_the_machine_floor_is_a_perfect_cost_models_error_on_equal_units():
+    # tools/eta_check.py --floor: ten equal units, the first five 1 s each and the last
+    # five 2 s. At 10% of the work (1 unit done) the exact model says 9 x 1 s are left
+    # against 14 s: -5/14. At 50% (5 done): 5 s against 10 s, -1/2. At 60% (6 done, mean
+    # 7/6 s): 4 x 7/6 against 8 s, -5/12.
+    sys.path.insert(0, str(REPO / "tools"))
+    import eta_check
+
+    ends = [1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 9.0, 11.0, 13.0, 15.0]
+    assert eta_check.exact_model_worst(ends, [0.1, 0.6], 0.0) == pytest.approx(5 / 12)
+    assert eta_check.exact_model_worst(ends, [0.1, 0.5, 0.6], 0.0) == pytest.approx(0.5)
+    # Lines with less than min_left_s left are not counted: at 11 s only the first.
+    assert eta_check.exact_model_worst(ends, [0.1, 0.5, 0.6], 11.0) == pytest.approx(5 / 14)
+    # A machine of steady speed: no error at all.
+    assert eta_check.exact_model_worst([float(i) for i in range(1, 11)],
+                                       [0.1, 0.5, 0.9], 0.0) == pytest.approx(0.0)
+    ran = eta_check.fixed_workload(0.2)
+    assert ran[-1] >= 0.2 and ran == sorted(ran) and len(ran) >= 2

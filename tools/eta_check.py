@@ -13,9 +13,18 @@ falls back to the printed "elapsed". The truth at a line is the sweep's end (its
 progress line) minus the line's time. Prints one row per line from --from_work of the
 work on, and the worst relative error over the lines with at least --min_left_s left
 (a second's rounding is a large share of the last seconds).
+
+--floor then runs a fixed workload (the same small matrix product and JSON round trip,
+over and over) for as long as the sweep took, and prices its time left at the lines'
+fractions of work exactly as an ETA with a perfect cost model would: units left times
+the mean unit so far. What that misses is the machine's own change of speed over the
+span, which no ETA can foresee; it is printed beside the sweep's worst, from the same
+minutes, so the two compare side by side.
 """
 
 import argparse
+import json
+import math
 import os
 import re
 import subprocess
@@ -67,6 +76,47 @@ def rows(log: str):
     return found
 
 
+def exact_model_worst(unit_ends, fractions, min_left_s: float) -> float:
+    """Worst relative error of a perfect cost model's ETA over a run of equal units.
+
+    Args:
+      unit_ends: seconds from the run's start at which each unit ended (increasing).
+      fractions: the fractions of the work at which the ETA is read (the sweep's lines).
+      min_left_s: lines with less time left are not counted (as for the sweep).
+
+    At fraction f, k = ceil(f n) units are done: the ETA is (n - k) times their mean
+    time, the truth the time the last n - k took. Only the speed's change counts.
+    """
+    n = len(unit_ends)
+    worst = 0.0
+    for f in fractions:
+        k = min(max(int(math.ceil(f * n)), 1), n)
+        left = unit_ends[-1] - unit_ends[k - 1]
+        if left < min_left_s or left <= 0:
+            continue
+        worst = max(worst, abs((n - k) * unit_ends[k - 1] / k - left) / left)
+    return worst
+
+
+def fixed_workload(seconds: float, clock=time.perf_counter):
+    """Runs equal units of work (a 200 x 200 matrix product, a JSON round trip of 300
+    entries: compute and bookkeeping, as a sweep's) for `seconds`; their end times."""
+    import numpy as np
+
+    a = np.random.RandomState(0).rand(200, 200)
+    table = {str(i): [i, i * 0.5, "cell"] for i in range(300)}
+    for _ in range(20):  # warm: the first products and allocations are slower
+        json.loads(json.dumps(table))
+        a @ a
+    start, ends = clock(), []
+    while not ends or ends[-1] < seconds:
+        for _ in range(20):
+            json.loads(json.dumps(table))
+            a @ a
+        ends.append(clock() - start)
+    return ends
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--log", required=True)
@@ -75,6 +125,9 @@ def main() -> None:
     parser.add_argument("--experiment", default="")
     parser.add_argument("--from_work", type=float, default=0.1)
     parser.add_argument("--min_left_s", type=float, default=3.0)
+    parser.add_argument("--floor", action="store_true",
+                        help="then run a fixed workload for as long as the sweep took and "
+                             "print a perfect cost model's worst error over it")
     parser.add_argument("--events", default="",
                         help="with --run: also record the run's progress events here "
                              "(tools/eta_replay.py --record), to replay it")
@@ -106,6 +159,12 @@ def main() -> None:
             worst = max(worst, abs(error))
         print(f"| {100 * fraction:.1f}% | {eta:g} | {truth:.1f} | {100 * error:+.0f}% |")
     print(f"worst error with >= {args.min_left_s:g} s left: {100 * worst:.0f}%")
+    if args.floor:
+        fractions = [f for f, _, _ in found if f >= args.from_work]
+        ends = fixed_workload(end - found[0][1] if len(found) > 1 else 1.0)
+        floor = exact_model_worst(ends, fractions, args.min_left_s)
+        print(f"machine floor, a fixed workload over {ends[-1]:.0f} s with a perfect cost "
+              f"model, worst error with >= {args.min_left_s:g} s left: {100 * floor:.0f}%")
 
 
 if __name__ == "__main__":
