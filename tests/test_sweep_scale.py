@@ -613,7 +613,7 @@ def test_a_sweep_keeps_the_heap_it_started_with_out_of_full_collections(tmp_path
         def __init__(self):
             self.me = self
 
-    config = nqm_config(2, 1, "sweep.batch_sizes=(8,16)")
+    config = nqm_config(2, 1, "sweep.batch_sizes=(8,16,32)")
     seen = []
 
     def on_pack(records):
@@ -623,7 +623,10 @@ def test_a_sweep_keeps_the_heap_it_started_with_out_of_full_collections(tmp_path
 
     assert gc.get_freeze_count() == 0
     sweep_lib.Sweep(config, str(tmp_path / "a"), stream=io.StringIO()).run(on_pack=on_pack)
-    assert seen and all(frozen > 1000 and collected for frozen, collected in seen), seen
+    assert len(seen) == 3 and all(frozen > 1000 and collected for frozen, collected in seen)
+    # Between packs, what the sweep keeps (trials, records) is frozen too: the frozen
+    # count grows pack by pack, so no full collection walks all the cells done.
+    assert seen[0][0] < seen[1][0] < seen[2][0], seen
     assert gc.get_freeze_count() == 0
     gc.freeze()  # a caller that froze its heap itself keeps it frozen
     try:
@@ -632,6 +635,32 @@ def test_a_sweep_keeps_the_heap_it_started_with_out_of_full_collections(tmp_path
         assert gc.get_freeze_count() >= before
     finally:
         gc.unfreeze()
+
+
+def test_refreezing_collects_the_young_garbage_before_it_freezes_the_rest():
+    # A cycle frozen would outlive the sweep, so refreeze collects the young generations
+    # first (gc disabled here, so nothing else collects it meanwhile).
+    import gc
+    import weakref
+
+    class Cycle:
+        def __init__(self):
+            self.me = self
+
+    gc.disable()
+    try:
+        with sweep_lib.frozen_heap() as refreeze:
+            garbage, alive = Cycle(), [Cycle() for _ in range(100)]
+            gone = weakref.ref(garbage)
+            del garbage
+            before = gc.get_freeze_count()
+            refreeze()
+            assert gone() is None  # collected, not frozen
+            assert gc.get_freeze_count() >= before + 100  # the live ones frozen
+            del alive
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.enable()
 
 
 def test_the_chief_serves_with_the_heap_frozen_and_unfreezes_it(tmp_path, monkeypatch):

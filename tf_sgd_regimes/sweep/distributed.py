@@ -101,10 +101,11 @@ def serve(config, workdir: str, linger_s: float = 5.0, poll_s: float = 0.5,
     finished_at = None
     # A full collection walking TensorFlow's heap (0.3 s each in a standalone sweep)
     # would hold up every worker's request meanwhile (sweep_lib.frozen_heap).
-    with sweep_lib.frozen_heap():
+    with sweep_lib.frozen_heap() as refreeze:
         try:
             while True:
                 time.sleep(poll_s)
+                refreeze()  # the trials served since: out of the next full collections
                 if should_stop is not None and should_stop():
                     return False
                 if servicer.stop_triggered and not oracle.ongoing_trials:
