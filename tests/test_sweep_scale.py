@@ -469,7 +469,7 @@ def test_eta_learns_the_compute_per_batch_size_of_a_machine_unlike_the_work_mode
     seen: within 21% until the last pack runs (the last pack alone is one draw of
     +-15%; observed -18 to +10%, and -20.1 to +9% since the packs' costs besides
     compute are priced by kind and the records by cells and steps: the old prior's
-    slack no longer covers the compute priced low); the work model at the recent
+    slack no longer covers the compute priced low); the work model at the finished
     packs' rate, as before,
     read up to 45% low there. Before a pack at that level is measured no rate in this
     session tells it (new 12-44% low, old 38-47%): not asserted, only that the new is

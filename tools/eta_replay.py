@@ -13,7 +13,7 @@ work from --from_work on, not only at the lines the demo happened to print: the 
 run can be priced by several versions of the model. Truth is exact here, but the
 replayed model's own costs (a few microseconds per call) are not in it. --without_plan
 keeps from Progress the plan of work per batch size (and each pack's batch size), so it
-prices the rest as before that plan: one recent rate per work unit for every batch size.
+prices the rest as before that plan: one rate per work unit (the finished packs') for every batch size.
 --work_shape re-prices the recorded work with another step cost per batch size
 (engine.WORK_SHAPE), for a run without XLA packs.
 """

@@ -66,11 +66,10 @@ class Progress:
     The ETA is what is left of the running pack (its measured rate and reports x its
     work left, then its records at their pace so far, or before they start, the last
     pack's evaluation and its own records priced by its cells and steps) plus the
-    packs after it, priced by eta_model from the recent packs holding about half of
-    this session's finished cells (so a machine that speeds up or slows down moves the
-    ETA): their compute by batch size, given the `plan` of work left per batch size
-    (eta_model.Plan; until two batch sizes are measured, or without a plan, the recent
-    packs' seconds per work unit); their one-offs, given the engine's prediction of
+    packs after it, priced by eta_model from this session's finished packs (all of
+    them: eta_model.pricing): their compute by batch size, given the `plan` of work
+    left per batch size (eta_model.Plan; until two batch sizes are measured, or without
+    a plan, the finished packs' seconds per work unit); their one-offs, given the engine's prediction of
     which compile or trace (`one_offs`, eta_model.OneOffs); and their reports, engine
     time and records (eta_model.besides_compute). Until a pack after the session's
     first has finished, the first pack's one-off sets the priors of the later packs'
@@ -236,7 +235,7 @@ class Progress:
             # cost what it costs per work unit.
             left, seconds, work = running
             return left + (seconds / work * work_left if work > 0 else 0.0)
-        window = eta_model.recent(self._packs)
+        window = eta_model.pricing(self._packs)
         if self._measured:
             # A pack whose every chunk traced measured no rate (the digits WRN's first:
             # 28 steps, one chunk): its training time holds the trace, so the packs that
