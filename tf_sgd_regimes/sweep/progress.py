@@ -69,9 +69,9 @@ class Progress:
     packs after it, priced by eta_model from this session's finished packs (all of
     them: eta_model.pricing): their compute by batch size, given the `plan` of work
     left per batch size (eta_model.Plan; until two batch sizes are measured, or without
-    a plan, the finished packs' seconds per work unit); their one-offs, given the engine's prediction of
-    which compile or trace (`one_offs`, eta_model.OneOffs); and their reports, engine
-    time and records (eta_model.besides_compute). Until a pack after the session's
+    a plan, the finished packs' seconds per work unit); their one-offs, given the
+    engine's prediction of which compile or trace (`one_offs`, eta_model.OneOffs); and
+    their reports, engine time and records (eta_model.besides_compute). Until a pack after the session's
     first has finished, the first pack's one-off sets the priors of the later packs'
     one-offs, and its engine time and records those of what they pay besides (while
     it trains, shares of its one-off: eta_model.LATER_BASE_SHARE, and for its own
