@@ -240,8 +240,7 @@ class Progress:
             # A pack whose every chunk traced measured no rate (the digits WRN's first:
             # 28 steps, one chunk): its training time holds the trace, so the packs that
             # were timed, or else the running one, price the rest's compute.
-            window = ([p for p in window if p["timed"]]
-                      or [p for p in self._packs if p["timed"]])
+            window = [p for p in window if p["timed"]]
         compute = sum(p["compute"] for p in window)
         work = sum(p["work"] for p in window)
         if work <= 0:  # only the running pack to go by
