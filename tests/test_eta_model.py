@@ -408,6 +408,10 @@ def test_eta_check_records_its_live_run_for_replay(tmp_path):
                              capture_output=True, text=True, cwd=REPO, timeout=60)
         assert bad.returncode == 2 and "--events" in bad.stderr
         assert not (tmp_path / "other.log").exists()
+    # Without --log (nor --machine_s): refused by name.
+    bad = subprocess.run([sys.executable, str(REPO / "tools" / "eta_check.py")],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert bad.returncode == 2 and "--log" in bad.stderr
 
 
 def test_the_machine_floor_is_a_perfect_cost_models_error_on_equal_units():
@@ -426,5 +430,34 @@ def test_the_machine_floor_is_a_perfect_cost_models_error_on_equal_units():
     # A machine of steady speed: no error at all.
     assert eta_check.exact_model_worst([float(i) for i in range(1, 11)],
                                        [0.1, 0.5, 0.9], 0.0) == pytest.approx(0.0)
+    # Priced by the latest half of the units done: at 60%, units 4-6 took 4 s, so 4 x 4/3
+    # against 8 s, -1/3. At a rate known beforehand, 1.5 s: 13.5 against 14 s at 10%,
+    # 7.5 against 10 at 50%, 6 against 8 at 60%.
+    assert eta_check.exact_model_worst(ends, [0.6], 0.0, "latest_half") == pytest.approx(1 / 3)
+    assert eta_check.exact_model_worst(ends, [0.1, 0.5, 0.6], 0.0, 1.5) == pytest.approx(0.25)
     ran = eta_check.fixed_workload(0.2)
     assert ran[-1] >= 0.2 and ran == sorted(ran) and len(ran) >= 2
+
+
+def test_simulated_sweeps_miss_only_where_the_speed_changes():
+    # --machine_s: sweeps of 50 units (50 s at the median unit of 1 s) cut every 5 units
+    # from 300 units of 1 s and then 100 of 3 s. Those wholly before or after the change
+    # are priced exactly; those across it are not.
+    sys.path.insert(0, str(REPO / "tools"))
+    import eta_check
+
+    ends, t = [], 0.0
+    for seconds in [1.0] * 300 + [3.0] * 100:
+        t += seconds
+        ends.append(t)
+    worst = eta_check.simulated_sweeps(ends, 50.0, 0.0)
+    starts = list(range(0, 351, 5))
+    assert len(worst) == len(starts)
+    for start, error in zip(starts, worst):
+        if start + 50 <= 300 or start >= 300:
+            assert error == pytest.approx(0.0, abs=1e-9), start
+        else:
+            assert error > 0.05, start
+    assert eta_check.simulated_sweeps(ends[:60], 50.0, 0.0) == []  # too short for two
+    table = eta_check.machine_table(ends, 0.0, lengths=(50,))
+    assert table.splitlines()[-1].startswith("| 50 s | 71 |")

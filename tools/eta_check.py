@@ -19,7 +19,8 @@ over and over) for as long as the sweep took, and prices its time left at the li
 fractions of work exactly as an ETA with a perfect cost model would: units left times
 the mean unit so far. What that misses is the machine's own change of speed over the
 span, which no ETA can foresee; it is printed beside the sweep's worst, from the same
-minutes, so the two compare side by side.
+minutes, so the two compare side by side. --machine_s=120 runs only that workload, for
+120 s, and tables how often such an ETA misses 20% in sweeps of 6-60 s cut from it.
 """
 
 import argparse
@@ -76,16 +77,18 @@ def rows(log: str):
     return found
 
 
-def exact_model_worst(unit_ends, fractions, min_left_s: float) -> float:
+def exact_model_worst(unit_ends, fractions, min_left_s: float, rate="so_far") -> float:
     """Worst relative error of a perfect cost model's ETA over a run of equal units.
 
     Args:
       unit_ends: seconds from the run's start at which each unit ended (increasing).
       fractions: the fractions of the work at which the ETA is read (the sweep's lines).
       min_left_s: lines with less time left are not counted (as for the sweep).
+      rate: seconds per unit the ETA prices the rest at: "so_far" (the mean of the units
+        done), "latest_half" (of the latest half of them), or a number known beforehand.
 
-    At fraction f, k = ceil(f n) units are done: the ETA is (n - k) times their mean
-    time, the truth the time the last n - k took. Only the speed's change counts.
+    At fraction f, k = ceil(f n) units are done: the ETA is (n - k) times the rate, the
+    truth the time the last n - k took. Only the speed's change counts.
     """
     n = len(unit_ends)
     worst = 0.0
@@ -94,8 +97,52 @@ def exact_model_worst(unit_ends, fractions, min_left_s: float) -> float:
         left = unit_ends[-1] - unit_ends[k - 1]
         if left < min_left_s or left <= 0:
             continue
-        worst = max(worst, abs((n - k) * unit_ends[k - 1] / k - left) / left)
+        if rate == "so_far":
+            per_unit = unit_ends[k - 1] / k
+        elif rate == "latest_half":
+            half = k // 2
+            per_unit = (unit_ends[k - 1] - (unit_ends[half - 1] if half else 0.0)) / (k - half)
+        else:
+            per_unit = float(rate)
+        worst = max(worst, abs((n - k) * per_unit - left) / left)
     return worst
+
+
+def simulated_sweeps(unit_ends, length_s: float, min_left_s: float, rate="so_far"):
+    """The worst errors (exact_model_worst, read at every half percent of the work from
+    10% on) of sweeps of about `length_s` cut from one long run of equal units, each
+    starting a tenth of a sweep after the last; [] if the run is too short for two."""
+    times = [b - a for a, b in zip([0.0] + list(unit_ends[:-1]), unit_ends)]
+    units = int(length_s / sorted(times)[len(times) // 2])
+    if units < 10 or 2 * units > len(times):
+        return []
+    fractions = [0.1 + i / 200 for i in range(181)]
+    worst = []
+    for start in range(0, len(times) - units + 1, max(units // 10, 1)):
+        base = unit_ends[start - 1] if start else 0.0
+        window = [e - base for e in unit_ends[start:start + units]]
+        worst.append(exact_model_worst(window, fractions, min_left_s, rate))
+    return worst
+
+
+def machine_table(unit_ends, min_left_s: float, lengths=(6, 10, 15, 30, 60)) -> str:
+    """A markdown table of simulated_sweeps' share over 20%, by sweep length and rate."""
+    mean = unit_ends[-1] / len(unit_ends)
+    lines = ["| simulated sweep | sweeps | worst error, median (mean so far) | over 20%: "
+             "mean so far | latest half | the whole run's mean (hindsight) |",
+             "|---|---|---|---|---|---|"]
+    for length in lengths:
+        cells = []
+        for rate in ("so_far", "latest_half", mean):
+            worst = simulated_sweeps(unit_ends, length, min_left_s, rate)
+            cells.append(worst)
+        if not cells[0]:
+            continue
+        share = [f"{100 * sum(w > 0.2 for w in c) / len(c):.0f}%" for c in cells]
+        median = sorted(cells[0])[len(cells[0]) // 2]
+        lines.append(f"| {length} s | {len(cells[0])} | {100 * median:.0f}% | "
+                     + " | ".join(share) + " |")
+    return "\n".join(lines)
 
 
 def fixed_workload(seconds: float, clock=time.perf_counter):
@@ -119,12 +166,16 @@ def fixed_workload(seconds: float, clock=time.perf_counter):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--log", required=True)
+    parser.add_argument("--log", default="")
     parser.add_argument("--run", action="store_true", help="run the sweep first")
     parser.add_argument("--workdir", default="/tmp/eta_check")
     parser.add_argument("--experiment", default="")
     parser.add_argument("--from_work", type=float, default=0.1)
     parser.add_argument("--min_left_s", type=float, default=3.0)
+    parser.add_argument("--machine_s", type=float, default=0.0,
+                        help="no sweep: run the fixed workload this long and table how "
+                             "often a perfect cost model would miss 20%% in sweeps of "
+                             "6-60 s cut from it")
     parser.add_argument("--floor", action="store_true",
                         help="then run a fixed workload for as long as the sweep took and "
                              "print a perfect cost model's worst error over it")
@@ -132,6 +183,14 @@ def main() -> None:
                         help="with --run: also record the run's progress events here "
                              "(tools/eta_replay.py --record), to replay it")
     args, extra = parser.parse_known_args()
+    if args.machine_s > 0:
+        ends = fixed_workload(args.machine_s)
+        print(f"{len(ends)} units over {ends[-1]:.0f} s")
+        print(machine_table(ends, args.min_left_s))
+        return
+    if not args.log:
+        parser.error("--log is required (the sweep's log to read or to write), "
+                     "unless --machine_s")
     if args.events and not args.run:
         parser.error("--events records the run that --run starts: give --run too, or "
                      "replay an existing recording with tools/eta_replay.py --replay")
