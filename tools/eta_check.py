@@ -132,10 +132,8 @@ def machine_table(unit_ends, min_left_s: float, lengths=(6, 10, 15, 30, 60)) -> 
              "mean so far | latest half | the whole run's mean (hindsight) |",
              "|---|---|---|---|---|---|"]
     for length in lengths:
-        cells = []
-        for rate in ("so_far", "latest_half", mean):
-            worst = simulated_sweeps(unit_ends, length, min_left_s, rate)
-            cells.append(worst)
+        cells = [simulated_sweeps(unit_ends, length, min_left_s, rate)
+                 for rate in ("so_far", "latest_half", mean)]
         if not cells[0]:
             continue
         share = [f"{100 * sum(w > 0.2 for w in c) / len(c):.0f}%" for c in cells]
@@ -152,14 +150,15 @@ def fixed_workload(seconds: float, clock=time.perf_counter):
 
     a = np.random.RandomState(0).rand(200, 200)
     table = {str(i): [i, i * 0.5, "cell"] for i in range(300)}
-    for _ in range(20):  # warm: the first products and allocations are slower
-        json.loads(json.dumps(table))
-        a @ a
-    start, ends = clock(), []
-    while not ends or ends[-1] < seconds:
+    def unit():
         for _ in range(20):
             json.loads(json.dumps(table))
             a @ a
+
+    unit()  # warm: the first products and allocations are slower
+    start, ends = clock(), []
+    while not ends or ends[-1] < seconds:
+        unit()
         ends.append(clock() - start)
     return ends
 
